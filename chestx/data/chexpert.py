@@ -1,0 +1,218 @@
+"""Reading CheXpert's train.csv / valid.csv (v1.0 and v1.0-small) with clear label handling.
+
+Labels stay raw here (1, 0, -1, NaN for blank); ``chestx.policies`` turns them into targets.
+Every problem with a CSV is reported with its line number and column, the way a person would
+look for it in a spreadsheet, not as a pandas traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from chestx.errors import DataError
+from chestx.labels import CSV_COLUMNS, LABEL_VALUES, OBSERVATIONS
+
+VIEWS = frozenset({"Frontal", "Lateral"})
+PROJECTIONS = frozenset({"AP", "PA", "LL", "RL", ""})
+
+
+@dataclass(frozen=True)
+class CheXpertData:
+    """Images of one CSV: a metadata frame and the raw (N, 14) label array, row for row.
+
+    ``frame`` has the columns path (absolute), patient, study, sex, age, view and projection.
+    """
+
+    frame: pd.DataFrame
+    labels: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.frame) != len(self.labels):
+            raise ValueError("frame and labels must have the same number of rows")
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def paths(self) -> list[str]:
+        return self.frame["path"].tolist()
+
+    @property
+    def patients(self) -> np.ndarray:
+        return self.frame["patient"].to_numpy()
+
+    @property
+    def studies(self) -> np.ndarray:
+        return self.frame["study"].to_numpy()
+
+    def select(self, rows: np.ndarray) -> CheXpertData:
+        """A subset by boolean mask or integer positions."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return CheXpertData(
+            self.frame.iloc[rows].reset_index(drop=True), self.labels[rows], self.source
+        )
+
+    def filter(
+        self, frontal_only: bool = False, projections: Iterable[str] | None = None
+    ) -> CheXpertData:
+        """Keep frontal views only, and/or the given AP/PA values (e.g. {"PA"})."""
+        keep = np.ones(len(self), dtype=bool)
+        if frontal_only:
+            keep &= (self.frame["view"] == "Frontal").to_numpy()
+        if projections is not None:
+            wanted = {p.upper() for p in projections}
+            keep &= self.frame["projection"].isin(wanted).to_numpy()
+        return self.select(keep)
+
+    def split_by_patient(
+        self, fraction: float, seed: int = 0
+    ) -> tuple[CheXpertData, CheXpertData]:
+        """Split into (rest, held_out) with about ``fraction`` of the patients held out.
+
+        Patients, not images, are drawn, so no patient's images end up on both sides.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError("the held-out fraction must be between 0 and 1")
+        patients = np.unique(self.patients)
+        rng = np.random.default_rng(seed)
+        held = rng.permutation(patients)[: max(1, round(fraction * len(patients)))]
+        in_held = np.isin(self.patients, held)
+        return self.select(~in_held), self.select(in_held)
+
+    def label_counts(self) -> pd.DataFrame:
+        """Counts of 1, -1, 0 and blank for each observation (rows) as in CHEXPERT.md."""
+        raw = self.labels
+        return pd.DataFrame(
+            {
+                "1.0": (raw == 1).sum(axis=0),
+                "-1.0": (raw == -1).sum(axis=0),
+                "0.0": (raw == 0).sum(axis=0),
+                "blank": np.isnan(raw).sum(axis=0),
+            },
+            index=list(OBSERVATIONS),
+        )
+
+
+def _dataset_base(csv_path: Path, root: Path | None) -> Path:
+    """The folder that CSV paths resolve against.
+
+    CheXpert's paths begin with the dataset folder's own name (``CheXpert-v1.0-small/train/...``),
+    so they resolve against that folder's parent.
+    """
+    return (root or csv_path.parent).resolve()
+
+
+def _resolve(base: Path, raw_path: str, line: int) -> Path:
+    relative = PurePosixPath(raw_path.replace("\\", "/"))
+    if relative.is_absolute() or ".." in relative.parts:
+        raise DataError(f"line {line}, column 'Path': {raw_path!r} points outside the dataset folder")
+    parts = relative.parts
+    if parts and parts[0] == base.name:
+        return base.parent.joinpath(*parts)
+    return base.joinpath(*parts)
+
+
+def _parse_labels(table: pd.DataFrame, csv_name: str) -> np.ndarray:
+    labels = np.full((len(table), len(OBSERVATIONS)), np.nan, dtype=np.float32)
+    for j, column in enumerate(OBSERVATIONS):
+        text = table[column].fillna("").astype(str).str.strip()
+        blank = text == ""
+        values = pd.to_numeric(text.where(~blank), errors="coerce")
+        bad = ~blank & (values.isna() | ~values.isin(LABEL_VALUES))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"{csv_name} line {row + 2}, column {column!r}: label {text.iloc[row]!r} is not "
+                "one of 1.0, 0.0, -1.0 or blank"
+            )
+        labels[:, j] = values.to_numpy(dtype=np.float32, na_value=np.nan)
+    return labels
+
+
+def read_chexpert(
+    csv_path: str | Path, root: str | Path | None = None, check_files: bool = True
+) -> CheXpertData:
+    """Read CheXpert's train.csv or valid.csv.
+
+    ``root`` is the dataset folder (default: the CSV's folder). With ``check_files`` every image
+    must exist; turn it off to study a CSV without its images.
+    """
+    csv_path = Path(csv_path)
+    name = csv_path.name
+    if not csv_path.is_file():
+        raise DataError(
+            f"{csv_path} not found: point --data at the CheXpert-v1.0-small folder "
+            "(or make a small one with `chestx demo-data DIR`)"
+        )
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[])
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise DataError(f"{name} can't be read as CSV: {error}".splitlines()[0]) from None
+    missing = [c for c in CSV_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{name} is missing column(s) {', '.join(repr(c) for c in missing)}; "
+            f"CheXpert's CSVs have: {', '.join(CSV_COLUMNS)}"
+        )
+    labels = _parse_labels(table, name)
+
+    base = _dataset_base(csv_path, Path(root) if root else None)
+    raw_paths = table["Path"].str.strip()
+    empty = raw_paths == ""
+    if empty.any():
+        line = int(np.flatnonzero(empty.to_numpy())[0]) + 2
+        raise DataError(f"{name} line {line}, column 'Path': empty path")
+    paths = [_resolve(base, p, i + 2) for i, p in enumerate(raw_paths)]
+    if check_files:
+        for i, path in enumerate(paths):
+            if not path.is_file():
+                raise DataError(
+                    f"{name} line {i + 2}, column 'Path': image {path} does not exist "
+                    "(is --data the dataset folder that holds this CSV?)"
+                )
+
+    views = table["Frontal/Lateral"].str.strip()
+    bad_view = ~views.isin(VIEWS)
+    if bad_view.any():
+        row = int(np.flatnonzero(bad_view.to_numpy())[0])
+        raise DataError(
+            f"{name} line {row + 2}, column 'Frontal/Lateral': {views.iloc[row]!r} is not "
+            "Frontal or Lateral"
+        )
+    projections = table["AP/PA"].str.strip().str.upper()
+    bad_projection = ~projections.isin(PROJECTIONS)
+    if bad_projection.any():
+        row = int(np.flatnonzero(bad_projection.to_numpy())[0])
+        raise DataError(
+            f"{name} line {row + 2}, column 'AP/PA': {projections.iloc[row]!r} is not AP, PA, "
+            "LL, RL or blank"
+        )
+    ages = pd.to_numeric(table["Age"].str.strip(), errors="coerce")
+    bad_age = ages.isna() & (table["Age"].str.strip() != "")
+    if bad_age.any():
+        row = int(np.flatnonzero(bad_age.to_numpy())[0])
+        raise DataError(f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not a number")
+
+    parts = raw_paths.str.replace("\\", "/", regex=False).str.split("/")
+    patient = parts.map(lambda p: next((x for x in p if x.startswith("patient")), p[-3]))
+    study = parts.map(lambda p: "/".join(p[-3:-1]))
+    frame = pd.DataFrame(
+        {
+            "path": [str(p) for p in paths],
+            "patient": patient.to_numpy(),
+            "study": study.to_numpy(),
+            "sex": table["Sex"].str.strip().to_numpy(),
+            "age": ages.to_numpy(),
+            "view": views.to_numpy(),
+            "projection": projections.to_numpy(),
+        }
+    )
+    return CheXpertData(frame, labels, source=str(csv_path))
