@@ -159,3 +159,16 @@ def make_demo_dataset(
             writer.writerow(CSV_COLUMNS)
             writer.writerows(rows)
     return root
+
+
+def calibration_images(count: int, image_size: int, seed: int = 0) -> np.ndarray:
+    """Preprocessed generated chests, for setting a random backbone's batch-norm statistics."""
+    from chestx.imaging import preprocess
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        labels = _draw_labels(rng, validation=False)
+        picture = _render(labels, rng, image_size, lateral=i % 4 == 3)
+        images.append(preprocess(np.asarray(picture, dtype=np.float32) / 255.0, image_size))
+    return np.stack(images)
