@@ -185,7 +185,11 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "csv": out / "report.csv", "roc": out / "roc.png"}
-    document = {**meta, "image_level": image_report.to_dict(), "study_level": study_report.to_dict()}
+    document = {
+        **meta,
+        "image_level": image_report.to_dict(),
+        "study_level": study_report.to_dict(),
+    }
     paths["json"].write_text(json.dumps(document, indent=2))
     with open(paths["csv"], "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -195,8 +199,15 @@ def write_report(
         for report in (image_report, study_report):
             for r in report.results:
                 writer.writerow(
-                    [report.level, r.observation, _cell(r.auc), _cell(r.ci_low), _cell(r.ci_high),
-                     r.positives, r.negatives]
+                    [
+                        report.level,
+                        r.observation,
+                        _cell(r.auc),
+                        _cell(r.ci_low),
+                        _cell(r.ci_high),
+                        r.positives,
+                        r.negatives,
+                    ]
                 )
     roc_figure(raw, probabilities, paths["roc"], meta.get("title", "ROC, competition tasks"))
     return paths
@@ -211,14 +222,15 @@ def format_table(report: EvaluationReport) -> str:
     lines = [f"{'observation':28} {'AUC':>6}  {'95% CI':>15}  {'pos':>5} {'neg':>5}"]
     for r in report.results:
         mark = "*" if r.observation in COMPETITION_TASKS else " "
-        if r.auc is None:
-            lines.append(f"{r.observation:27}{mark} {'undef':>6}  {'':>15}  {r.positives:5d} {r.negatives:5d}")
-        else:
-            ci = f"{r.ci_low:.3f}-{r.ci_high:.3f}" if r.ci_low is not None else "n/a"
-            lines.append(
-                f"{r.observation:27}{mark} {r.auc:6.3f}  {ci:>15}  {r.positives:5d} {r.negatives:5d}"
-            )
-    mean5 = "undefined" if report.mean_competition_auc is None else f"{report.mean_competition_auc:.3f}"
+        auc = "undef" if r.auc is None else f"{r.auc:.3f}"
+        ci = "" if r.ci_low is None else f"{r.ci_low:.3f}-{r.ci_high:.3f}"
+        counts = f"{r.positives:5d} {r.negatives:5d}"
+        lines.append(f"{r.observation:27}{mark} {auc:>6}  {ci:>15}  {counts}")
+    mean5 = (
+        "undefined" if report.mean_competition_auc is None else f"{report.mean_competition_auc:.3f}"
+    )
     mean = "undefined" if report.mean_auc is None else f"{report.mean_auc:.3f}"
-    lines.append(f"mean AUC, 5 competition tasks (*): {mean5}; all observations with positives: {mean}")
+    lines.append(
+        f"mean AUC, 5 competition tasks (*): {mean5}; all observations with positives: {mean}"
+    )
     return "\n".join(lines)

@@ -71,9 +71,7 @@ class FeatureCache:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for start in range(0, len(missing), batch_size):
                 rows = missing[start : start + batch_size]
-                images = list(
-                    pool.map(lambda i: load_for_model(paths[i], self.image_size), rows)
-                )
+                images = list(pool.map(lambda i: load_for_model(paths[i], self.image_size), rows))
                 vectors = np.asarray(model.predict_on_batch(np.stack(images)), dtype=np.float32)
                 for i, vector in zip(rows, vectors, strict=True):
                     out[i] = vector

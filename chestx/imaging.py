@@ -58,9 +58,7 @@ def _colourfulness(rgb: np.ndarray) -> float:
     r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
     rg = r - g
     yb = 0.5 * (r + g) - b
-    return float(
-        np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(abs(rg.mean()), abs(yb.mean()))
-    )
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(abs(rg.mean()), abs(yb.mean())))
 
 
 def _min_max(array: np.ndarray) -> np.ndarray:
@@ -142,7 +140,9 @@ def _read_dicom(data: bytes) -> Radiograph:
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as error:
-        raise ImageError(f"the DICOM file is corrupt or truncated ({type(error).__name__})") from None
+        raise ImageError(
+            f"the DICOM file is corrupt or truncated ({type(error).__name__})"
+        ) from None
     modality = str(dataset.get("Modality", "") or "").upper()
     if modality not in RADIOGRAPH_MODALITIES:
         raise ImageError(
@@ -168,9 +168,11 @@ def _read_dicom(data: bytes) -> Radiograph:
     if array.ndim != 2 or min(array.shape) < 2:
         raise ImageError("the DICOM image has an unexpected shape", status=422)
     values = apply_modality_lut(array, dataset)
-    values = apply_voi_lut(values, dataset, index=0) if "WindowCenter" in dataset or (
-        "VOILUTSequence" in dataset
-    ) else values
+    values = (
+        apply_voi_lut(values, dataset, index=0)
+        if "WindowCenter" in dataset or ("VOILUTSequence" in dataset)
+        else values
+    )
     pixels = _min_max(np.asarray(values, dtype=np.float32))
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         pixels = 1.0 - pixels

@@ -199,8 +199,11 @@ class TargetLayout:
     @property
     def binary_logits(self) -> np.ndarray:
         return np.array(
-            [s.start for s, p in zip(self.logit_slices, self.plan.per_observation, strict=True)
-             if p != U_MULTICLASS],
+            [
+                s.start
+                for s, p in zip(self.logit_slices, self.plan.per_observation, strict=True)
+                if p != U_MULTICLASS
+            ],
             dtype=np.int64,
         )
 

@@ -85,8 +85,10 @@ class _Inputs:
     def __init__(self, config: TrainConfig, weights: str | None):
         self.config = config
         self.weights = weights
-        self.cache = None if config.fine_tune else FeatureCache(
-            config.cache_dir, weights, config.image_size, config.seed
+        self.cache = (
+            None
+            if config.fine_tune
+            else FeatureCache(config.cache_dir, weights, config.image_size, config.seed)
         )
 
     def prepare(self, data: CheXpertData):
@@ -199,13 +201,20 @@ def train(config: TrainConfig) -> TrainResult:
         verbose = 1 if config.progress else 0
         if inputs.cache is not None:
             model.fit(
-                train_inputs, y, batch_size=config.batch_size, epochs=config.epochs,
-                shuffle=True, callbacks=[best], verbose=verbose,
+                train_inputs,
+                y,
+                batch_size=config.batch_size,
+                epochs=config.epochs,
+                shuffle=True,
+                callbacks=[best],
+                verbose=verbose,
             )
         else:
             model.fit(
-                inputs.batches(train_inputs, y, True), epochs=config.epochs,
-                callbacks=[best], verbose=verbose,
+                inputs.batches(train_inputs, y, True),
+                epochs=config.epochs,
+                callbacks=[best],
+                verbose=verbose,
             )
         return model, best
 
@@ -242,7 +251,9 @@ def _check_export(served, trained, inputs: _Inputs, data: CheXpertData, layout, 
     paths = data.paths[:4]
     images = np.stack([load_for_model(p, size) for p in paths])
     from_served = np.asarray(served.predict(images, verbose=0))
-    expected = layout.probabilities(inputs.logits(trained, inputs.prepare(data.select(np.arange(len(paths))))))
+    expected = layout.probabilities(
+        inputs.logits(trained, inputs.prepare(data.select(np.arange(len(paths)))))
+    )
     if not np.allclose(from_served, expected, atol=1e-4):
         raise RuntimeError(
             "exported model disagrees with the trained network "
@@ -263,9 +274,9 @@ def _card(config, plan, weights, train_data, validation_data, validation_source,
         image_size=config.image_size,
         preprocessing=PREPROCESSING,
         policy=plan.describe(),
-        start_weights="random" if weights is None else (
-            "imagenet" if weights == "imagenet" else Path(weights).name
-        ),
+        start_weights="random"
+        if weights is None
+        else ("imagenet" if weights == "imagenet" else Path(weights).name),
         fine_tuned_backbone=config.fine_tune,
         dataset={
             "name": dataset_name,

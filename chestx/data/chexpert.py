@@ -72,9 +72,7 @@ class CheXpertData:
             keep &= self.frame["projection"].isin(wanted).to_numpy()
         return self.select(keep)
 
-    def split_by_patient(
-        self, fraction: float, seed: int = 0
-    ) -> tuple[CheXpertData, CheXpertData]:
+    def split_by_patient(self, fraction: float, seed: int = 0) -> tuple[CheXpertData, CheXpertData]:
         """Split into (rest, held_out) with about ``fraction`` of the patients held out.
 
         Patients, not images, are drawn, so no patient's images end up on both sides.
@@ -113,7 +111,9 @@ def _dataset_base(csv_path: Path, root: Path | None) -> Path:
 def _resolve(base: Path, raw_path: str, line: int) -> Path:
     relative = PurePosixPath(raw_path.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts:
-        raise DataError(f"line {line}, column 'Path': {raw_path!r} points outside the dataset folder")
+        raise DataError(
+            f"line {line}, column 'Path': {raw_path!r} points outside the dataset folder"
+        )
     parts = relative.parts
     if parts and parts[0] == base.name:
         return base.parent.joinpath(*parts)
@@ -199,7 +199,9 @@ def read_chexpert(
     bad_age = ages.isna() & (table["Age"].str.strip() != "")
     if bad_age.any():
         row = int(np.flatnonzero(bad_age.to_numpy())[0])
-        raise DataError(f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not a number")
+        raise DataError(
+            f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not a number"
+        )
 
     parts = raw_paths.str.replace("\\", "/", regex=False).str.split("/")
     patient = parts.map(lambda p: next((x for x in p if x.startswith("patient")), p[-3]))

@@ -36,9 +36,19 @@ class Sign:
 
 def _signs() -> dict[int, Sign]:
     places = [
-        (0.50, 0.45), (0.55, 0.60), (0.30, 0.40), (0.30, 0.25), (0.70, 0.65),
-        (0.72, 0.45), (0.28, 0.60), (0.68, 0.28), (0.50, 0.20), (0.25, 0.78),
-        (0.70, 0.30), (0.15, 0.50), (0.50, 0.75),
+        (0.50, 0.45),
+        (0.55, 0.60),
+        (0.30, 0.40),
+        (0.30, 0.25),
+        (0.70, 0.65),
+        (0.72, 0.45),
+        (0.28, 0.60),
+        (0.68, 0.28),
+        (0.50, 0.20),
+        (0.25, 0.78),
+        (0.70, 0.30),
+        (0.15, 0.50),
+        (0.50, 0.75),
     ]
     periods = (0.020, 0.035, 0.055, 0.080)
     return {
@@ -144,7 +154,9 @@ def make_demo_dataset(
                 if rng.random() < 0.3:
                     views.append(("lateral", "Lateral", ""))
                 for number, (suffix, view, ap_pa) in enumerate(views, start=1):
-                    relative = f"{split}/patient{patient_id:05d}/study{study}/view{number}_{suffix}.jpg"
+                    relative = (
+                        f"{split}/patient{patient_id:05d}/study{study}/view{number}_{suffix}.jpg"
+                    )
                     target = root / relative
                     target.parent.mkdir(parents=True, exist_ok=True)
                     _render(labels, rng, image_size, lateral=view == "Lateral").save(

@@ -1,0 +1,7 @@
+"""`python -m chestx`."""
+
+import sys
+
+from chestx.cli import main
+
+sys.exit(main())
