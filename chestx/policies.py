@@ -123,9 +123,6 @@ class PolicyPlan:
     def uses(self) -> frozenset[str]:
         return frozenset(self.per_observation)
 
-    def replace(self, old: str, new: str) -> PolicyPlan:
-        return PolicyPlan(tuple(new if p == old else p for p in self.per_observation))
-
     def describe(self) -> str | dict[str, str]:
         """A single name when uniform, else the mapping: what the model card stores."""
         if len(self.uses) == 1:

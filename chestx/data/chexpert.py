@@ -7,9 +7,10 @@ look for it in a spreadsheet, not as a pandas traceback.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -79,10 +80,10 @@ class CheXpertData:
         """
         if not 0.0 < fraction < 1.0:
             raise ValueError("the held-out fraction must be between 0 and 1")
-        patients = np.unique(self.patients)
+        patients = np.sort(self.frame["patient"].unique())
         rng = np.random.default_rng(seed)
         held = rng.permutation(patients)[: max(1, round(fraction * len(patients)))]
-        in_held = np.isin(self.patients, held)
+        in_held = self.frame["patient"].isin(held).to_numpy()
         return self.select(~in_held), self.select(in_held)
 
     def label_counts(self) -> pd.DataFrame:
@@ -108,16 +109,21 @@ def _dataset_base(csv_path: Path, root: Path | None) -> Path:
     return (root or csv_path.parent).resolve()
 
 
-def _resolve(base: Path, raw_path: str, line: int) -> Path:
-    relative = PurePosixPath(raw_path.replace("\\", "/"))
-    if relative.is_absolute() or ".." in relative.parts:
+def _resolve_paths(base: Path, raw_paths: pd.Series, csv_name: str) -> list[str]:
+    """Absolute image paths; a path that is absolute or climbs out with '..' is refused."""
+    relative = raw_paths.str.replace("\\", "/", regex=False)
+    outside = relative.str.startswith("/") | relative.str.contains(r"(?:^|/)\.\.(?:/|$)")
+    outside |= relative.str.match(r"^[A-Za-z]:")
+    if outside.any():
+        row = int(np.flatnonzero(outside.to_numpy())[0])
         raise DataError(
-            f"line {line}, column 'Path': {raw_path!r} points outside the dataset folder"
+            f"{csv_name} line {row + 2}, column 'Path': {raw_paths.iloc[row]!r} points outside "
+            "the dataset folder"
         )
-    parts = relative.parts
-    if parts and parts[0] == base.name:
-        return base.parent.joinpath(*parts)
-    return base.joinpath(*parts)
+    # CheXpert's paths start with the dataset folder's own name: resolve those against its parent.
+    own_name = relative.str.startswith(base.name + "/")
+    anchor = np.where(own_name.to_numpy(), str(base.parent), str(base))
+    return [f"{a}/{r}" for a, r in zip(anchor, relative, strict=True)]
 
 
 def _parse_labels(table: pd.DataFrame, csv_name: str) -> np.ndarray:
@@ -170,10 +176,10 @@ def read_chexpert(
     if empty.any():
         line = int(np.flatnonzero(empty.to_numpy())[0]) + 2
         raise DataError(f"{name} line {line}, column 'Path': empty path")
-    paths = [_resolve(base, p, i + 2) for i, p in enumerate(raw_paths)]
+    paths = _resolve_paths(base, raw_paths, name)
     if check_files:
         for i, path in enumerate(paths):
-            if not path.is_file():
+            if not os.path.isfile(path):
                 raise DataError(
                     f"{name} line {i + 2}, column 'Path': image {path} does not exist "
                     "(is --data the dataset folder that holds this CSV?)"
@@ -203,12 +209,13 @@ def read_chexpert(
             f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not a number"
         )
 
-    parts = raw_paths.str.replace("\\", "/", regex=False).str.split("/")
-    patient = parts.map(lambda p: next((x for x in p if x.startswith("patient")), p[-3]))
-    study = parts.map(lambda p: "/".join(p[-3:-1]))
+    # .../patient00001/study1/view1_frontal.jpg: the two folders above the file.
+    folders = raw_paths.str.replace("\\", "/", regex=False).str.rsplit("/", n=3)
+    patient = folders.str[-3]
+    study = folders.str[-3] + "/" + folders.str[-2]
     frame = pd.DataFrame(
         {
-            "path": [str(p) for p in paths],
+            "path": paths,
             "patient": patient.to_numpy(),
             "study": study.to_numpy(),
             "sex": table["Sex"].str.strip().to_numpy(),

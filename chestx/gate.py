@@ -1,0 +1,146 @@
+"""The input gate: is an upload plausibly a chest radiograph, or a photo, document or screenshot?
+
+The model answers for any picture it is given, so a holiday photo would get "probabilities" too.
+The gate looks at a few simple image statistics, each of which a person can check by eye, and
+names every reason an image does not look like a radiograph. It is deliberately conservative:
+the thresholds sit well outside the range of the real radiographs in ../shared/cxr (all pass,
+see bench/input_gate.py), so it refuses obvious non-radiographs and lets borderline images
+through. It can't tell a chest from a knee: that is the reader's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from chestx.imaging import Radiograph
+
+#: Statistics are measured on the image shrunk to this size, so they don't depend on resolution.
+ANALYSIS_SIDE = 256
+
+#: Thresholds, each with the range measured on the 109 real radiographs in ../shared/cxr.
+MIN_SIDE = 128  # px; real ones: 256 and more
+MIN_ASPECT, MAX_ASPECT = 0.5, 2.0  # width / height; real ones: 0.83 to 1.35
+MAX_COLOURFULNESS = 20.0  # Hasler-Suesstrunk; real ones: 0 to 12 (coloured arrows, labels)
+MIN_SPREAD = 0.08  # 5th to 95th percentile of grey; real ones: 0.18 and more
+MAX_WHITE = 0.02  # share of pure white pixels; real ones: under 0.01
+MAX_FLAT = 0.20  # share in 3x3 patches of one exact non-black shade; real ones: under 0.10
+MIN_ENTROPY = 4.5  # bits of the grey histogram; real ones: 5.6 and more
+MAX_DETAIL = 16.0  # mean |Laplacian| in grey levels; real ones: 2.2 to 13
+MIN_DETAIL = 1.0  # synthetic ramps and flat fills have none
+MAX_EDGE_CONCENTRATION = 0.45  # share of gradient in the strongest 5 %; real ones: under 0.40
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """Whether the upload looks like a radiograph, why not, and the measured statistics."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    statistics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _analysis_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Grey levels 0-255 (float) at most ANALYSIS_SIDE a side."""
+    image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
+    image.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255.0
+
+
+def _flat_share(levels: np.ndarray) -> float:
+    """Share of pixels whose 3x3 neighbourhood is one exact shade other than black."""
+    if min(levels.shape) < 3:
+        return 1.0
+    centre = levels[1:-1, 1:-1]
+    same = np.ones_like(centre, dtype=bool)
+    height, width = levels.shape
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            same &= levels[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx] == centre
+    return float((same & (centre > 5)).mean())
+
+
+def measure(radiograph: Radiograph) -> dict[str, float]:
+    """The statistics the gate decides on (all cheap: a few ms on a 256 px image)."""
+    width, height = radiograph.original_size
+    grey = _analysis_pixels(radiograph.pixels)
+    levels = np.round(grey).astype(np.int16)
+    histogram = np.bincount(levels.ravel(), minlength=256) / levels.size
+    used = histogram[histogram > 0]
+    p5, p95 = np.percentile(grey, [5, 95])
+    stats = {
+        "width": float(width),
+        "height": float(height),
+        "aspect_ratio": width / height if height else 0.0,
+        "colourfulness": float(radiograph.colourfulness),
+        "spread": float(p95 - p5) / 255.0,
+        "white_share": float((levels >= 250).mean()),
+        "flat_share": _flat_share(levels),
+        "entropy_bits": max(0.0, float(-(used * np.log2(used)).sum())),
+        "detail": 0.0,
+        "edge_concentration": 0.0,
+    }
+    if min(grey.shape) >= 3:
+        laplacian = np.abs(
+            4 * grey[1:-1, 1:-1]
+            - grey[:-2, 1:-1]
+            - grey[2:, 1:-1]
+            - grey[1:-1, :-2]
+            - grey[1:-1, 2:]
+        )
+        stats["detail"] = float(laplacian.mean())
+        gy, gx = np.gradient(grey)
+        magnitude = np.sort(np.hypot(gx, gy).ravel())[::-1]
+        total = float(magnitude.sum())
+        strongest = float(magnitude[: max(1, magnitude.size // 20)].sum())
+        stats["edge_concentration"] = strongest / total if total > 0 else 0.0
+    return {key: round(value, 4) for key, value in stats.items()}
+
+
+def check(radiograph: Radiograph) -> GateVerdict:
+    """Measure the image and list every way it does not look like a chest radiograph."""
+    s = measure(radiograph)
+    reasons = []
+    if min(s["width"], s["height"]) < MIN_SIDE:
+        reasons.append(
+            f"it is tiny ({s['width']:.0f} x {s['height']:.0f} px); a radiograph is at least "
+            f"{MIN_SIDE} px a side"
+        )
+    if not MIN_ASPECT <= s["aspect_ratio"] <= MAX_ASPECT:
+        reasons.append(
+            f"its shape (width/height {s['aspect_ratio']:.2f}) is not that of a chest radiograph"
+        )
+    if s["colourfulness"] > MAX_COLOURFULNESS:
+        reasons.append(
+            f"it is a colour image (colourfulness {s['colourfulness']:.0f}); radiographs are grey"
+        )
+    if s["spread"] < MIN_SPREAD:
+        reasons.append("it is almost uniform: there is next to no contrast in it")
+    if s["white_share"] > MAX_WHITE:
+        reasons.append(
+            f"{s['white_share']:.0%} of it is pure white, as in a document, plot or screenshot"
+        )
+    if s["flat_share"] > MAX_FLAT:
+        reasons.append(
+            f"{s['flat_share']:.0%} of it is flat areas of one exact shade, as in a drawing or "
+            "screenshot"
+        )
+    if s["entropy_bits"] < MIN_ENTROPY:
+        reasons.append(
+            f"it uses few grey levels ({s['entropy_bits']:.1f} bits), as in text or line art"
+        )
+    if s["detail"] > MAX_DETAIL:
+        reasons.append(
+            "it has far more fine detail and sharp edges than a radiograph, as a photograph or "
+            "text has"
+        )
+    if s["detail"] < MIN_DETAIL and s["spread"] >= MIN_SPREAD:
+        reasons.append("it has no texture at all, as a synthetic gradient has")
+    if s["edge_concentration"] > MAX_EDGE_CONCENTRATION:
+        reasons.append("its edges are thin lines on flat areas, as in a plot or drawing")
+    return GateVerdict(passed=not reasons, reasons=reasons, statistics=s)

@@ -1,0 +1,180 @@
+"""One upload, start to finish: decode, gate, predict; Grad-CAM maps later, on request.
+
+The page and the JSON API both call ``Analyser.analyse``, so they can't disagree about what an
+upload means. TensorFlow work runs one call at a time (``_model_lock``): it already uses every
+core for one image, so two at once only make both slower and double the peak memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from chestx import gate
+from chestx.errors import ImageError
+from chestx.explain import GradCam, overlay_png
+from chestx.imaging import Radiograph, preprocess, read_image, to_display_png
+from chestx.inference import Prediction, Predictor
+from chestx.labels import OBSERVATIONS
+
+#: JPEGs are decoded at a reduced scale but at least this size: enough for display and the gate.
+DECODE_SIZE = 768
+#: Largest side of the image kept for display and heat maps.
+DISPLAY_SIDE = 768
+MAP_SIDE = 512
+#: Colourfulness above this is worth a warning that colour was dropped (the gate refuses > 20).
+COLOUR_WARNING = 2.0
+
+log = logging.getLogger("chestx.web")
+
+
+class GateRefusal(ImageError):
+    """The upload doesn't look like a chest radiograph: no findings are shown for it."""
+
+    def __init__(self, verdict: gate.GateVerdict):
+        super().__init__(
+            "This does not look like a chest radiograph, so ChestX shows no findings for it: "
+            + "; ".join(verdict.reasons)
+            + ".",
+            status=422,
+        )
+        self.verdict = verdict
+
+
+@dataclass
+class Analysis:
+    """What one upload produced, kept in memory for the result page and its images."""
+
+    prediction: Prediction
+    verdict: gate.GateVerdict
+    overridden: bool
+    warnings: list[str]
+    image_format: str
+    original_size: tuple[int, int]
+    seconds_total: float
+    display_pixels: np.ndarray
+    model_input: np.ndarray
+    _image_png: bytes | None = None
+    _maps: dict[str, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ranked(self) -> list[tuple[str, float]]:
+        return self.prediction.ranked()
+
+    def top_findings(self, count: int = 3) -> list[str]:
+        """The most probable observations other than "No Finding" (which has no location)."""
+        return [name for name, _ in self.ranked() if name != "No Finding"][:count]
+
+
+def _shrink(pixels: np.ndarray, side: int) -> np.ndarray:
+    if max(pixels.shape) <= side:
+        return pixels
+    image = Image.fromarray(pixels.astype(np.float32), mode="F")
+    image.thumbnail((side, side), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+
+
+class Analyser:
+    """The loaded model and its Grad-CAM, shared by every request of this process."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.gradcam = GradCam(predictor.model)
+        self._model_lock = threading.Lock()
+
+    @property
+    def card(self):
+        return self.predictor.card
+
+    def warm_up(self) -> None:
+        """Trace the model once at start-up so the first user doesn't wait for it."""
+        size = self.predictor.image_size
+        blank = np.zeros((size, size, 3), dtype=np.float32)
+        with self._model_lock:
+            self.predictor.predict_batch(blank[None])
+            self.gradcam.maps(blank, [OBSERVATIONS[0]])
+
+    def analyse(self, data: bytes, override: bool = False) -> Analysis:
+        """Decode and check an upload, then predict. Raises ImageError (GateRefusal: 422)."""
+        start = time.perf_counter()
+        radiograph = read_image(data, min_size=max(DECODE_SIZE, self.predictor.image_size))
+        verdict = gate.check(radiograph)
+        if not verdict.passed and not override:
+            log.info("upload refused by the input gate (%s)", radiograph.format)
+            raise GateRefusal(verdict)
+        with self._model_lock:
+            prediction = self.predictor.predict_radiograph(radiograph)
+        analysis = Analysis(
+            prediction=prediction,
+            verdict=verdict,
+            overridden=not verdict.passed,
+            warnings=self._warnings(radiograph, verdict),
+            image_format=radiograph.format,
+            original_size=radiograph.original_size,
+            seconds_total=time.perf_counter() - start,
+            display_pixels=_shrink(radiograph.pixels, DISPLAY_SIDE),
+            model_input=preprocess(radiograph.pixels, self.predictor.image_size),
+        )
+        width, height = radiograph.original_size
+        log.info(
+            "analysed a %s image, %dx%d, gate %s, model %.3f s, total %.3f s",
+            radiograph.format,
+            width,
+            height,
+            "passed" if verdict.passed else "overridden",
+            prediction.seconds,
+            analysis.seconds_total,
+        )
+        return analysis
+
+    def _warnings(self, radiograph: Radiograph, verdict: gate.GateVerdict) -> list[str]:
+        warnings = []
+        if self.card.demo:
+            warnings.append(
+                "This is a DEMO model trained on generated data: its numbers mean nothing "
+                "clinically."
+            )
+        if not verdict.passed:
+            warnings.append(
+                "The input check said this does not look like a chest radiograph ("
+                + "; ".join(verdict.reasons)
+                + "). It was analysed anyway because you asked: the numbers may be meaningless."
+            )
+        width, height = radiograph.original_size
+        if min(width, height) < self.predictor.image_size:
+            warnings.append(
+                f"The image ({width} x {height} px) is smaller than the model's input "
+                f"({self.predictor.image_size} px): it was enlarged, which blurs detail."
+            )
+        if radiograph.colourfulness > COLOUR_WARNING:
+            warnings.append("The image was in colour; it was read as greyscale.")
+        if radiograph.format == "DICOM" and radiograph.modality in (None, "OT"):
+            warnings.append(
+                "The DICOM file doesn't say it is a radiograph (modality "
+                f"{radiograph.modality or 'missing'}); it was read as one."
+            )
+        return warnings
+
+    def image_png(self, analysis: Analysis) -> bytes:
+        """The upload re-encoded as a plain PNG: no metadata of the original file survives."""
+        with analysis._lock:
+            if analysis._image_png is None:
+                analysis._image_png = to_display_png(analysis.display_pixels, DISPLAY_SIDE)
+            return analysis._image_png
+
+    def heatmap_png(self, analysis: Analysis, observation: str) -> bytes:
+        """The Grad-CAM overlay for one observation, computed on first request, then kept."""
+        with analysis._lock:
+            cached = analysis._maps.get(observation)
+            if cached is not None:
+                return cached
+            with self._model_lock:
+                cam = self.gradcam.maps(analysis.model_input, [observation])[observation]
+            png = overlay_png(analysis.display_pixels, cam, max_side=MAP_SIDE)
+            analysis._maps[observation] = png
+            return png

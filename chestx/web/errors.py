@@ -1,0 +1,93 @@
+"""Every error ends in a plain message with the right status: a page with the upload form for
+the browser, ``{"error": ...}`` for the API. Never a traceback, never a 500 for bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from flask import Flask, current_app, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from chestx.errors import ImageError
+from chestx.web.analysis import GateRefusal
+
+log = logging.getLogger("chestx.web")
+
+GENERIC_MESSAGES = {
+    400: "The request could not be understood.",
+    404: "There is no page at this address.",
+    405: "This address does not accept that kind of request.",
+    500: "Something went wrong on our side. The error was logged (without your image); "
+    "please try again.",
+}
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def _respond(message: str, status: int, verdict=None):
+    if _wants_json():
+        body = {"error": message, "status": status}
+        if verdict is not None:
+            body["gate"] = verdict.to_dict()
+        return jsonify(body), status
+    return (
+        render_template("error.html", message=message, status=status, verdict=verdict),
+        status,
+    )
+
+
+def _too_large_message() -> str:
+    limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+    return (
+        f"The file is larger than the upload limit of {limit:g} MB. Upload a smaller export "
+        "of the radiograph (a PNG or JPEG of a few MB is plenty)."
+    )
+
+
+def handle_image_error(error: ImageError):
+    """Bad uploads: corrupt, truncated, not an image, not a radiograph."""
+    message = str(error)
+    message = message[0].upper() + message[1:] if message else "The file can't be read."
+    if not message.endswith("."):
+        message += "."
+    verdict = error.verdict if isinstance(error, GateRefusal) else None
+    return _respond(message, error.status, verdict)
+
+
+def handle_csrf(error: CSRFError):
+    return _respond(
+        "The form had expired or did not come from this site. Choose the file again and resubmit.",
+        400,
+    )
+
+
+def handle_http(error: HTTPException):
+    status = error.code or 500
+    if status == 413:
+        message = _too_large_message()
+    elif error.description and error.description != type(error).description:
+        message = error.description  # one of ours, written for the user
+    else:
+        message = GENERIC_MESSAGES.get(status, error.name + ".")
+    return _respond(message, status)
+
+
+def handle_unexpected(error: Exception):
+    """Log the type and where it happened (no message: it could quote the upload), show 500."""
+    where = "".join(traceback.format_tb(error.__traceback__))
+    log.error(
+        "unexpected %s on %s %s\n%s", type(error).__name__, request.method, request.path, where
+    )
+    return _respond(GENERIC_MESSAGES[500], 500)
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ImageError, handle_image_error)
+    app.register_error_handler(CSRFError, handle_csrf)
+    app.register_error_handler(HTTPException, handle_http)
+    app.register_error_handler(Exception, handle_unexpected)
