@@ -81,9 +81,10 @@ def _pil_to_grey(image: Image.Image) -> tuple[np.ndarray, float]:
         image = image.convert("RGBA")
         mode = "RGBA"
     if mode in ("RGBA", "LA"):
-        # Transparent areas become black, like the background of a radiograph.
-        background = Image.new(mode, image.size)
-        image = Image.alpha_composite(background, image) if mode == "RGBA" else image
+        # Transparent areas become black, like the background of a radiograph: composite over
+        # opaque black (over transparent black, half-transparent pixels kept their full value).
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
         image = image.convert("RGB" if mode == "RGBA" else "L")
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")  # CMYK, YCbCr, LAB, ...
@@ -152,6 +153,16 @@ def _read_dicom(data: bytes) -> Radiograph:
         )
     if "PixelData" not in dataset:
         raise ImageError("the DICOM file holds no image (no pixel data)", status=400)
+    # pydicom allocates Rows x Columns x frames before decoding: refuse bombs first.
+    claimed = (
+        int(dataset.get("Rows", 0) or 0)
+        * int(dataset.get("Columns", 0) or 0)
+        * max(1, int(dataset.get("NumberOfFrames", 1) or 1))
+    )
+    if claimed > MAX_PIXELS:
+        raise ImageError(
+            f"the image is too large to decode safely (over {MAX_PIXELS:,} pixels)", 400
+        )
     try:
         array = dataset.pixel_array
     except Exception as error:  # pydicom raises many kinds for undecodable pixel data
