@@ -60,6 +60,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(from_env())
     app.config.update(config or {})
     app.config.update(FIXED)
+    app.json.sort_keys = False  # keep the 14 observations in CheXpert order
     _use_gunicorn_logging(app)
 
     predictor = Predictor(app.config["CHESTX_MODEL"])

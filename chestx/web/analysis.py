@@ -17,10 +17,11 @@ from PIL import Image
 
 from chestx import gate
 from chestx.errors import ImageError
-from chestx.explain import GradCam, overlay_png
+from chestx.explain import overlay_png
 from chestx.imaging import Radiograph, preprocess, read_image, to_display_png
 from chestx.inference import Prediction, Predictor
 from chestx.labels import OBSERVATIONS
+from chestx.web.heatmaps import CompiledGradCam
 
 #: JPEGs are decoded at a reduced scale but at least this size: enough for display and the gate.
 DECODE_SIZE = 768
@@ -84,7 +85,7 @@ class Analyser:
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
-        self.gradcam = GradCam(predictor.model)
+        self.gradcam = CompiledGradCam(predictor.model)
         self._model_lock = threading.Lock()
 
     @property
@@ -97,7 +98,7 @@ class Analyser:
         blank = np.zeros((size, size, 3), dtype=np.float32)
         with self._model_lock:
             self.predictor.predict_batch(blank[None])
-            self.gradcam.maps(blank, [OBSERVATIONS[0]])
+            self.gradcam.map(blank, OBSERVATIONS[0])
 
     def analyse(self, data: bytes, override: bool = False) -> Analysis:
         """Decode and check an upload, then predict. Raises ImageError (GateRefusal: 422)."""
@@ -174,7 +175,7 @@ class Analyser:
             if cached is not None:
                 return cached
             with self._model_lock:
-                cam = self.gradcam.maps(analysis.model_input, [observation])[observation]
+                cam = self.gradcam.map(analysis.model_input, observation)
             png = overlay_png(analysis.display_pixels, cam, max_side=MAP_SIDE)
             analysis._maps[observation] = png
             return png

@@ -56,5 +56,4 @@ FIXED: dict[str, Any] = {
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     "WTF_CSRF_TIME_LIMIT": 3600 * 4,  # a form left open for an afternoon still posts
-    "JSON_SORT_KEYS": False,
 }
