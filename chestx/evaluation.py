@@ -78,17 +78,28 @@ def auc_or_none(truth: np.ndarray, scores: np.ndarray) -> float | None:
 def bootstrap_ci(
     truth: np.ndarray, scores: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
 ) -> tuple[float | None, float | None]:
-    """95% percentile interval of the AUC over resamples (those lacking a class are skipped)."""
-    rng = np.random.default_rng(seed)
-    n = len(truth)
-    aucs = []
-    for _ in range(samples):
-        rows = rng.integers(0, n, n)
-        value = auc_or_none(truth[rows], scores[rows])
-        if value is not None:
-            aucs.append(value)
-    if len(aucs) < samples // 2:
+    """95% percentile interval of the AUC over resamples (those lacking a class are skipped).
+
+    All resamples are ranked at once (Mann-Whitney form of the AUC, ties as average ranks),
+    which is about a hundred times faster than calling roc_auc_score in a loop.
+    """
+    from scipy.stats import rankdata
+
+    if samples <= 0:
         return None, None
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(truth), size=(samples, len(truth)))
+    labels = truth[rows].astype(bool)
+    ranks = rankdata(scores[rows], axis=1)
+    positives = labels.sum(axis=1)
+    negatives = labels.shape[1] - positives
+    defined = (positives > 0) & (negatives > 0)
+    if defined.sum() < samples // 2:
+        return None, None
+    rank_sum = np.where(labels, ranks, 0.0).sum(axis=1)
+    aucs = (rank_sum - positives * (positives + 1) / 2.0)[defined] / (
+        positives[defined] * negatives[defined]
+    )
     low, high = np.percentile(aucs, [2.5, 97.5])
     return float(low), float(high)
 

@@ -60,6 +60,7 @@ class TrainResult:
     card: ModelCard
     history: list[dict] = field(default_factory=list)
     validation_probabilities: np.ndarray | None = None
+    features_computed: int = 0  # images run through the backbone for the cache in this run
 
 
 def load_splits(config: TrainConfig) -> tuple[CheXpertData, CheXpertData, str]:
@@ -233,7 +234,8 @@ def train(config: TrainConfig) -> TrainResult:
     card.save(out / CARD_FILE)
     check_card(card, served.output_shape[-1], served.input_shape[1])
     _check_export(served, model, inputs, validation_data, layout, config.image_size)
-    return TrainResult(out / MODEL_FILE, card, history, probabilities)
+    computed = inputs.cache.computed if inputs.cache is not None else 0
+    return TrainResult(out / MODEL_FILE, card, history, probabilities, computed)
 
 
 def _export(trained, inputs: _Inputs, layout: TargetLayout, config: TrainConfig):
