@@ -28,6 +28,9 @@ timeout = 120
 graceful_timeout = 30
 keepalive = 5
 preload_app = False
+# gunicorn 27's control socket ($HOME/.gunicorn/gunicorn.ctl) is shared by every instance run by
+# one user; ChestX doesn't use it, and two instances (tests, several ports) would collide.
+control_socket_disable = True
 
 # The access log shows methods, paths (random result ids, never file names) and statuses.
 accesslog = "-"

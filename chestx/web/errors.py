@@ -41,6 +41,31 @@ def _respond(message: str, status: int, verdict=None):
     )
 
 
+#: An oversize upload is read and dropped up to this size before the 413 goes out, so the client
+#: finishes sending and sees the message; past it the connection is simply closed.
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def _drain_request_body() -> None:
+    """Read the rest of a refused upload: a server that answers and closes while the browser is
+    still sending makes it show "connection reset" instead of the 413 page."""
+    length = request.content_length or 0
+    if not 0 < length <= DRAIN_LIMIT:
+        return
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return
+    remaining = length
+    try:
+        while remaining > 0:
+            chunk = stream.read(min(remaining, 1024 * 1024))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    except OSError:  # the client gave up: nothing to answer
+        pass
+
+
 def _too_large_message() -> str:
     limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
     return (
@@ -69,6 +94,7 @@ def handle_csrf(error: CSRFError):
 def handle_http(error: HTTPException):
     status = error.code or 500
     if status == 413:
+        _drain_request_body()
         message = _too_large_message()
     elif error.description and error.description != type(error).description:
         message = error.description  # one of ours, written for the user

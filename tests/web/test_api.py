@@ -1,0 +1,86 @@
+"""The JSON API and the health check."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from webhelpers import post_api
+
+from chestx.labels import COMPETITION_TASKS, OBSERVATIONS
+
+
+def test_predict_returns_the_14_probabilities_and_the_model(app, client, radiograph_png):
+    response = post_api(client, radiograph_png)
+    assert response.status_code == 200
+    body = response.json
+    card = app.extensions["chestx"].analyser.card
+    assert body["model"] == {
+        "name": card.name,
+        "version": card.version,
+        "demo": True,
+        "summary": card.summary,
+    }
+    assert list(body["probabilities"]) == list(OBSERVATIONS)  # CheXpert order
+    assert all(0.0 <= p <= 1.0 for p in body["probabilities"].values())
+    assert body["competition_tasks"] == list(COMPETITION_TASKS)
+    ranked = [body["probabilities"][name] for name in body["ranked"]]
+    assert ranked == sorted(ranked, reverse=True)
+    assert 0 < body["seconds"]["model"] <= body["seconds"]["total"]
+    assert body["gate"]["passed"] and not body["gate"]["overridden"]
+    assert any("DEMO model" in w for w in body["warnings"])
+    assert "not a diagnosis" in body["notice"]
+    assert body["image"] == {"format": "PNG", "width": 512, "height": 512}
+
+
+def test_predict_links_serve_the_image_and_maps(client, radiograph_png):
+    links = post_api(client, radiograph_png).json["links"]
+    assert client.get(links["image"]).mimetype == "image/png"
+    assert len(links["heatmaps"]) == 3 and "No Finding" not in links["heatmaps"]
+    for url in links["heatmaps"].values():
+        assert client.get(url).status_code == 200
+    assert client.get(links["result_page"]).status_code == 200
+
+
+def test_same_image_same_answer(client, radiograph_png):
+    first = post_api(client, radiograph_png).json["probabilities"]
+    second = post_api(client, radiograph_png).json["probabilities"]
+    assert first == second
+
+
+def test_api_needs_no_csrf_token(client, radiograph_png):
+    # post_api sends no token and no session cookie; the API must still answer.
+    assert post_api(client, radiograph_png).status_code == 200
+
+
+def test_model_card_endpoint(app, client):
+    response = client.get("/api/v1/model")
+    assert response.status_code == 200
+    assert response.json == asdict(app.extensions["chestx"].analyser.card)
+
+
+def test_healthz(app, client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json["model_loaded"] is True
+    assert response.json["model"]["name"] == app.extensions["chestx"].analyser.card.name
+
+
+def test_api_errors_are_json(client):
+    wrong_method = client.get("/api/v1/predict")
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json
+    missing = client.get("/api/v1/nothing")
+    assert missing.status_code == 404 and "error" in missing.json
+
+
+def test_gate_refusal_and_override(client, colour_photo):
+    refused = post_api(client, colour_photo)
+    assert refused.status_code == 422
+    assert "does not look like a chest radiograph" in refused.json["error"]
+    assert refused.json["gate"]["passed"] is False
+    assert any("colour" in reason for reason in refused.json["gate"]["reasons"])
+    assert "probabilities" not in refused.json
+
+    forced = post_api(client, colour_photo, override="yes")
+    assert forced.status_code == 200
+    assert forced.json["gate"]["overridden"] is True
+    assert any("analysed anyway" in w for w in forced.json["warnings"])

@@ -1,0 +1,100 @@
+"""A person's visit, in Debian's Chromium driven by Playwright, against real gunicorn: upload a
+real radiograph, read the 14 probabilities, see the heat map load, then upload a text file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from webhelpers import COVID_JPEG
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.errors = errors
+    yield page
+    context.close()
+
+
+def test_upload_a_radiograph_and_read_the_result(page, gunicorn_server, cxr_dir, artifacts_dir):
+    page.goto(gunicorn_server.url + "/")
+    assert "Demo model" in page.inner_text(".demo-banner")
+    assert page.is_visible(".drop-hint")  # upload.js ran under the CSP
+    page.screenshot(path=str(artifacts_dir / "web-home.png"), full_page=True)
+
+    page.set_input_files("input[name=file]", str(cxr_dir / COVID_JPEG))
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "/result/" in page.url
+    assert page.inner_text("h1") == "What the model sees"
+
+    values = [float(v) for v in page.locator("td.probability").all_inner_texts()]
+    assert len(values) == 14
+    assert values == sorted(values, reverse=True)
+    assert page.locator("tr.task").count() == 5
+
+    for selector in ("img.radiograph", "img#heatmap", ".thumb img"):
+        page.locator(selector).first.scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.images].every(img => img.complete && img.naturalWidth > 0)",
+        timeout=60_000,
+    )
+    assert page.eval_on_selector("img#heatmap", "img => img.naturalWidth") > 0
+    assert "Not a diagnosis" in page.inner_text(".notice")
+    page.screenshot(path=str(artifacts_dir / "web-result.png"), full_page=True)
+    assert page.errors == [], page.errors  # no CSP violations or script errors
+
+
+def test_upload_a_text_file_and_see_the_error(page, gunicorn_server, tmp_path, artifacts_dir):
+    text = tmp_path / "notes.txt"
+    text.write_text("this is not an X-ray\n" * 20)
+    page.goto(gunicorn_server.url + "/")
+    page.set_input_files("input[name=file]", str(text))
+    with page.expect_navigation() as navigation:
+        page.click("button[type=submit]")
+    assert navigation.value.status == 415
+    assert "not an image ChestX can read" in page.inner_text(".error-message")
+    assert page.locator("input[name=file]").count() == 1  # the form again
+    page.screenshot(path=str(artifacts_dir / "web-error.png"), full_page=True)
+
+
+def test_a_photo_is_refused_with_the_reasons(page, gunicorn_server, tmp_path, colour_photo):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(colour_photo)
+    page.goto(gunicorn_server.url + "/")
+    page.set_input_files("input[name=file]", str(photo))
+    with page.expect_navigation() as navigation:
+        page.click("button[type=submit]")
+    assert navigation.value.status == 422
+    assert page.locator(".gate-reasons li").count() >= 1
+    assert page.locator("td.probability").count() == 0
+    assert page.locator("input[name=override]").count() == 1
