@@ -98,3 +98,35 @@ def test_a_photo_is_refused_with_the_reasons(page, gunicorn_server, tmp_path, co
     assert page.locator(".gate-reasons li").count() >= 1
     assert page.locator("td.probability").count() == 0
     assert page.locator("input[name=override]").count() == 1
+
+
+DROP_FILE = """([name, base64, size]) => {
+    const bytes = base64 ? Uint8Array.from(atob(base64), c => c.charCodeAt(0))
+                         : new Uint8Array(size);
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name));
+    const zone = document.querySelector('.dropzone');
+    zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true,
+                                                  cancelable: true}));
+    zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true,
+                                              cancelable: true}));
+    return document.querySelector('input[name=file]').files.length;
+}"""
+
+
+def test_drag_and_drop_uploads_and_checks_the_size(page, gunicorn_server, radiograph_png):
+    import base64
+
+    page.goto(gunicorn_server.url + "/")
+    # A file larger than the server's 5 MB limit is stopped before it is sent.
+    assert page.evaluate(DROP_FILE, ["big.png", "", 6 * 1024 * 1024]) == 1
+    assert "the limit is 5 MB" in page.inner_text(".form-message")
+    assert page.is_disabled("button[type=submit]")
+    # A radiograph dropped on the form is uploaded by the ordinary form post.
+    encoded = base64.b64encode(radiograph_png).decode()
+    assert page.evaluate(DROP_FILE, ["chest.png", encoded, 0]) == 1
+    assert page.inner_text(".form-message") == "" and page.is_enabled("button[type=submit]")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "/result/" in page.url
+    assert page.locator("td.probability").count() == 14
