@@ -3,7 +3,7 @@
 Prints the pass rate on every real radiograph in ../shared/cxr and the refusal rate on generated
 negatives: colour and greyscale photographs (the sample photos matplotlib and scikit-learn ship),
 rendered documents and scans of them, screenshots, plots, drawings and synthetic images. Nothing
-is downloaded. tests/web/test_gate.py imports ``positives`` and ``negatives`` from here, so the
+is downloaded. tests/web/test_web_gate.py imports ``positives`` and ``negatives`` from here, so the
 test asserts the same figures this script prints.
 
     .venv/bin/python bench/input_gate.py [--verbose]

@@ -3,7 +3,7 @@
 ``chestx.explain.GradCam.maps`` runs eagerly (about 2 s a map for DenseNet121 at 224 px on two
 cores); here the same computation is one ``tf.function`` traced at start-up with the observation
 as an input, so every map after that takes a fraction of a second. The maths is GradCam's own
-(tests/web/test_heatmaps.py checks the two agree); its gradient model is reused as it is.
+(tests/web/test_web_heatmaps.py checks the two agree); its gradient model is reused as it is.
 """
 
 from __future__ import annotations

@@ -114,3 +114,22 @@ def test_405_and_404_are_pages_not_tracebacks(client):
     assert response.status_code == 405
     assert "Traceback" not in response.get_data(as_text=True)
     assert client.get("/nothing-here").status_code == 404
+
+
+def test_a_photo_is_refused_with_reasons_and_can_be_overridden(client, colour_photo):
+    refused = post_form(client, colour_photo, "holiday.jpg")
+    page = refused.get_data(as_text=True)
+    assert refused.status_code == 422
+    assert "Not a chest radiograph?" in page and 'class="gate-reasons"' in page
+    assert "colour image" in page
+    assert "data-probability" not in page
+    assert 'name="override"' in page  # the form again, with the explicit override
+
+    forced = post_form(client, colour_photo, "holiday.jpg", override="yes")
+    assert forced.status_code == 303
+    result = client.get(forced.headers["Location"]).get_data(as_text=True)
+    assert "analysed anyway" in result and result.count("data-probability=") == 14
+
+
+def test_homepage_form_offers_no_override(client):
+    assert 'name="override"' not in client.get("/").get_data(as_text=True)
