@@ -51,7 +51,7 @@ def weights_spec(weights: str | None) -> str | None:
 def weights_id(weights: str | None, seed: int) -> str:
     """A short key for what the backbone starts from, used by the feature cache."""
     if weights is None:
-        return f"random-bncal-seed{seed}"
+        return f"random-bncal16-seed{seed}"
     if weights == "imagenet":
         return "imagenet"
     digest = hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:16]
@@ -63,8 +63,12 @@ def _check_image_size(image_size: int) -> None:
         raise ConfigError(f"image size {image_size} is out of range (32 to 1024; 224 or 320)")
 
 
-def backbone(image_size: int, weights: str | None, seed: int = 0):
-    """DenseNet121 without its top, as a flat functional model over (size, size, 3) inputs."""
+def backbone(image_size: int, weights: str | None, seed: int = 0, calibrate: bool = True):
+    """DenseNet121 without its top, as a flat functional model over (size, size, 3) inputs.
+
+    ``calibrate=False`` skips the batch-norm calibration of random weights: for a shell whose
+    weights are about to be overwritten.
+    """
     import keras
 
     _check_image_size(image_size)
@@ -81,7 +85,7 @@ def backbone(image_size: int, weights: str | None, seed: int = 0):
                 "or pass --weights FILE (or --weights none to start from random weights)"
             ) from None
         raise ModelError(f"could not load DenseNet121 weights from {weights}: {error}") from None
-    if weights is None:
+    if weights is None and calibrate:
         _calibrate_batch_norm(model, image_size, seed)
     return model
 
@@ -103,7 +107,7 @@ def _calibrate_batch_norm(model, image_size: int, seed: int) -> None:
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0
-    model(calibration_images(32, image_size, seed), training=True)
+    model(calibration_images(16, image_size, seed), training=True)
     for layer, momentum in zip(layers, momenta, strict=True):
         layer.momentum = momentum
 
@@ -128,11 +132,12 @@ def classifier(
     activation: str | None = "sigmoid",
     seed: int = 0,
     trainable_backbone: bool = False,
+    calibrate: bool = True,
 ):
     """DenseNet121 + pooling + head. With defaults this is the model saved as model.h5."""
     import keras
 
-    base = backbone(image_size, weights, seed)
+    base = backbone(image_size, weights, seed, calibrate)
     base.trainable = trainable_backbone
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
     return keras.Model(base.input, head(pooled, num_outputs, activation), name="chestx_densenet121")

@@ -195,7 +195,12 @@ def train(config: TrainConfig) -> TrainResult:
             model = classifier(
                 config.image_size, weights, layout.num_logits, None, config.seed, True
             )
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=layout.loss_fn())
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=layout.loss_fn(),
+            # XLA pays off on a GPU; on a CPU compiling DenseNet121's backward pass takes minutes.
+            jit_compile="auto" if tf.config.list_physical_devices("GPU") else False,
+        )
         y = layout.encode(train_data.labels, soft)
         best = _best_epoch_callback(score, history)
         print(f"training ({round_name}): {len(train_data)} images, {config.epochs} epochs")
@@ -240,7 +245,9 @@ def train(config: TrainConfig) -> TrainResult:
 
 def _export(trained, inputs: _Inputs, layout: TargetLayout, config: TrainConfig):
     """The 14-sigmoid classifier with the trained weights (and the frozen backbone's)."""
-    served = classifier(config.image_size, None, len(OBSERVATIONS), "sigmoid", config.seed)
+    served = classifier(
+        config.image_size, None, len(OBSERVATIONS), "sigmoid", config.seed, calibrate=False
+    )
     fold, bias = layout.fold_matrix()
     if inputs.cache is not None:
         fold_into_classifier(inputs.cache.extractor(), served, fold, bias)

@@ -45,9 +45,7 @@ def test_learns_the_generated_signs_and_untrained_is_chance(learned, artifacts_d
     config, result = learned
     held_out = read_chexpert(config.data / "valid.csv")
     predictor = Predictor(result.model_path)
-    trained_auc = evaluate(
-        held_out.labels, predictor.predict_paths(held_out.paths)
-    ).mean_competition_auc
+    trained_auc = mean_competition_auc(held_out.labels, predictor.predict_paths(held_out.paths))
 
     features = FeatureCache(config.cache_dir, None, SIZE).features(held_out.paths, progress=False)
     layout = TargetLayout(parse_policy(config.policy))
@@ -100,7 +98,6 @@ def test_features_are_cached_across_runs_and_training_reproduces(learned, tmp_pa
                 val_split=0.2,
                 out=tmp_path / f"m{i}",
                 cache_dir=config.cache_dir,
-                seed=3,
                 **SETTINGS,
             )
         )
@@ -135,19 +132,21 @@ def test_mixed_policies_train_and_fold_to_fourteen_sigmoids(learned, tmp_path):
     assert probabilities.shape == (4, 14) and ((probabilities > 0) & (probabilities < 1)).all()
 
 
-def test_fine_tuning_trains_the_backbone_on_images(demo_dataset, tmp_path):
+def test_fine_tuning_trains_the_backbone_on_images(tmp_path):
+    root = make_demo_dataset(tmp_path / "data", 6, 4, image_size=64, seed=2)
     result = train(
         TrainConfig(
-            data=demo_dataset,
+            data=root,
             epochs=1,
-            image_size=64,
+            image_size=32,
             batch_size=16,
             learning_rate=1e-4,
             weights=None,
             fine_tune=True,
-            out=tmp_path,
+            out=tmp_path / "model",
             progress=False,
         )
     )
     assert result.features_computed == 0
-    assert ModelCard.load(tmp_path / "model.json").fine_tuned_backbone is True
+    assert ModelCard.load(tmp_path / "model" / "model.json").fine_tuned_backbone is True
+    assert len(result.history) == 1
