@@ -85,8 +85,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
             results[name] = {"error": str(error)}
             continue
         results[name] = {"probabilities": prediction.probabilities, "seconds": prediction.seconds}
+    failed = any("error" in r for r in results.values())
     if args.json:
         print(json.dumps({"model": predictor.card.name, "results": results}, indent=2))
+        if failed:
+            raise SystemExit(2)
         return
     print(f"# {predictor.card.summary}")
     if predictor.card.demo:
@@ -98,7 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             continue
         for observation, value in result["probabilities"].items():
             print(f"  {observation:28} {value:6.3f}")
-    if any("error" in r for r in results.values()):
+    if failed:
         raise SystemExit(2)
 
 

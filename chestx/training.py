@@ -167,15 +167,16 @@ def _best_epoch_callback(score: Callable[[object], tuple[float | None, np.ndarra
 
 def train(config: TrainConfig) -> TrainResult:
     """Train, keep the best epoch, save model.h5 and model.json in ``config.out``."""
-    import keras
-    import tensorflow as tf
-
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise ConfigError("epochs and batch size must be at least 1 and the learning rate > 0")
     plan = parse_policy(config.policy)
     layout = TargetLayout(plan)
     weights = weights_spec(config.weights)
     train_data, validation_data, validation_source = load_splits(config)
+
+    import keras
+    import tensorflow as tf
+
     tf.config.experimental.enable_op_determinism()
 
     inputs = _Inputs(config, weights)
