@@ -4,7 +4,7 @@ export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_IGNORE_VIRTUALENVS := 1
 export PIPENV_NOSPIN := 1
 export PIPENV_YES := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_CPP_MIN_LOG_LEVEL := 3
 
 PYTHON ?= python3
 PIPENV := $(PYTHON) -m pipenv

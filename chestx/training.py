@@ -20,6 +20,7 @@ from chestx.card import ModelCard, check_card, now_iso, package_versions
 from chestx.data import CheXpertData, read_chexpert
 from chestx.errors import ConfigError, DataError
 from chestx.evaluation import evaluate, mean_competition_auc
+from chestx.export import export_after_training
 from chestx.features import DEFAULT_CACHE_DIR, FeatureCache
 from chestx.imaging import PREPROCESSING, load_for_model
 from chestx.labels import OBSERVATIONS
@@ -236,12 +237,24 @@ def train(config: TrainConfig) -> TrainResult:
     card = _card(config, plan, weights, train_data, validation_data, validation_source, report)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    served.save(out / MODEL_FILE)
+    _save_h5(served, out / MODEL_FILE)
     card.save(out / CARD_FILE)
     check_card(card, served.output_shape[-1], served.input_shape[1])
     _check_export(served, model, inputs, validation_data, layout, config.image_size)
+    export_after_training(out / MODEL_FILE, served, validation_data.paths, config.image_size)
     computed = inputs.cache.computed if inputs.cache is not None else 0
     return TrainResult(out / MODEL_FILE, card, history, probabilities, computed)
+
+
+def _save_h5(model, path: Path) -> None:
+    """Save as HDF5, the artifact the project promises, without Keras's 'legacy format' warning."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        model.save(path)
+    finally:
+        absl.setLevel(level)
 
 
 def _export(trained, inputs: _Inputs, layout: TargetLayout, config: TrainConfig):
