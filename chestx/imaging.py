@@ -133,17 +133,30 @@ def _read_pil(data: bytes, min_size: int | None) -> Radiograph:
 
 
 def _read_dicom(data: bytes) -> Radiograph:
-    """Decode a DICOM radiograph. Only pixel-related tags are read: no patient data leaves here."""
+    """Decode a DICOM radiograph. Only pixel-related tags are read: no patient data leaves here.
+
+    pydicom raises many exception types for malformed files (fuzzing found NotImplementedError
+    for an unknown VR, among others), so anything but our own ImageError becomes a 400.
+    """
     import pydicom
-    from pydicom.errors import InvalidDicomError
+
+    # Never log element values: pydicom's validation warnings quote them, patient names included.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        return _decode_dicom(pydicom.dcmread(io.BytesIO(data)))
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("the DICOM image is too large to decode", 400) from None
+    except Exception as error:
+        raise ImageError(
+            f"the DICOM file is corrupt or truncated ({type(error).__name__})", 400
+        ) from None
+
+
+def _decode_dicom(dataset) -> Radiograph:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as error:
-        raise ImageError(
-            f"the DICOM file is corrupt or truncated ({type(error).__name__})"
-        ) from None
     modality = str(dataset.get("Modality", "") or "").upper()
     if modality not in RADIOGRAPH_MODALITIES:
         raise ImageError(
