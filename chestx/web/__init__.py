@@ -15,7 +15,7 @@ from flask import Flask
 
 from chestx.inference import Predictor
 from chestx.labels import COMPETITION_TASKS, OBSERVATIONS
-from chestx.web import api, pages
+from chestx.web import api, pages, studies
 from chestx.web.analysis import Analyser
 from chestx.web.config import FIXED, from_env
 from chestx.web.errors import register_error_handlers
@@ -65,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     predictor = Predictor(app.config["CHESTX_MODEL"])
     analyser = Analyser(predictor)
+    studies.init_app(app, ROOT / "static")  # the study store: migrations applied here
     if app.config.get("CHESTX_WARM_UP", True):
         analyser.warm_up()
     app.extensions["chestx"] = Services(

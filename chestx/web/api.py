@@ -7,6 +7,7 @@ from dataclasses import asdict
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from chestx.labels import COMPETITION_TASKS
+from chestx.web import studies
 from chestx.web.analysis import Analysis
 from chestx.web.pages import slug
 from chestx.web.upload import upload_bytes, wants_override
@@ -62,9 +63,13 @@ def prediction_json(analysis: Analysis, result_id: str) -> dict:
 
 @api.post("/predict")
 def predict():
-    analysis = _services().analyser.analyse(upload_bytes(request), wants_override(request))
-    result_id = _services().store.put(analysis)
-    return jsonify(prediction_json(analysis, result_id))
+    data = upload_bytes(request)
+    analysis = _services().analyser.analyse(data, wants_override(request))
+    study, created = studies.record(analysis, data)  # saved, or reused for the same bytes
+    result_id = _services().store.put(analysis, key=study.id)
+    body = prediction_json(analysis, result_id)
+    body["study"] = {"id": study.id, "reused": not created, "links": studies.links(study)}
+    return jsonify(body)
 
 
 @api.get("/model")

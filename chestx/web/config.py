@@ -11,11 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from chestx.errors import ConfigError
+from chestx.web.db.urgency import parse_weights
 
 DEFAULT_MODEL = "model/model.h5"
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_RESULTS_KEPT = 32
 DEFAULT_RESULT_MINUTES = 10.0
+DEFAULT_PAGE_SIZE = 25
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, low: float, high: float):
@@ -46,6 +49,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         * _number(env, "CHESTX_RESULT_MINUTES", DEFAULT_RESULT_MINUTES, 0.1, 24 * 60),
         # Set CHESTX_SECURE_COOKIES=1 behind HTTPS so the session cookie is never sent in clear.
         "SESSION_COOKIE_SECURE": env.get("CHESTX_SECURE_COOKIES", "") in {"1", "true", "yes"},
+        # The study store (docs/web.md): None means chestx.db (SQLite) in the instance folder.
+        "DATABASE_URL": env.get("DATABASE_URL", "").strip() or None,
+        "CHESTX_KEEP_IMAGES": env.get("CHESTX_KEEP_IMAGES", "").strip().lower() in TRUE_WORDS,
+        "CHESTX_IMAGE_DIR": env.get("CHESTX_IMAGE_DIR", "").strip() or None,
+        "CHESTX_URGENCY_WEIGHTS": parse_weights(env.get("CHESTX_URGENCY_WEIGHTS", "")),
+        "CHESTX_PAGE_SIZE": int(_number(env, "CHESTX_PAGE_SIZE", DEFAULT_PAGE_SIZE, 1, 500)),
     }
 
 

@@ -18,6 +18,7 @@ from flask import (
 )
 
 from chestx.labels import OBSERVATIONS
+from chestx.web import studies
 from chestx.web.analysis import Analysis
 from chestx.web.upload import upload_bytes, wants_override
 
@@ -60,8 +61,10 @@ def index():
 
 @bp.post("/")
 def analyse():
-    analysis = _services().analyser.analyse(upload_bytes(request), wants_override(request))
-    result_id = _services().store.put(analysis)
+    data = upload_bytes(request)
+    analysis = _services().analyser.analyse(data, wants_override(request))
+    study, _ = studies.record(analysis, data)  # saved, or the same bytes' earlier study
+    result_id = _services().store.put(analysis, key=study.id)
     return redirect(url_for("pages.result", result_id=result_id), code=303)
 
 

@@ -14,10 +14,13 @@ from webhelpers import NIH_PNG, Server, free_port, start_gunicorn
 
 
 @pytest.fixture(scope="session")
-def app(tiny_model):
+def app(tiny_model, tmp_path_factory):
     from chestx.web import create_app
 
-    app = create_app({"CHESTX_MODEL": str(tiny_model), "TESTING": True})
+    database = tmp_path_factory.mktemp("db") / "app.db"  # never the repository's instance/
+    app = create_app(
+        {"CHESTX_MODEL": str(tiny_model), "TESTING": True, "DATABASE_URL": f"sqlite:///{database}"}
+    )
     return app
 
 
@@ -57,6 +60,7 @@ def gunicorn_server(tiny_model, tmp_path_factory):
     process = start_gunicorn(
         {
             "CHESTX_MODEL": str(tiny_model),
+            "DATABASE_URL": f"sqlite:///{log.parent / 'server.db'}",
             "PORT": str(port),
             "CHESTX_BIND": "127.0.0.1",
             "CHESTX_MAX_UPLOAD_MB": "5",
