@@ -1,18 +1,18 @@
 """gunicorn settings for ChestX: `make serve` runs `gunicorn --config gunicorn.conf.py app:app`.
 
-Sized for a 2-core machine. TensorFlow already spreads one inference over both cores, so more
-processes would not make a prediction faster; they would multiply memory (each holds its own
-copy of the model) and fight over the same cores. One worker with a few threads keeps pages,
-static files and /healthz responsive while a prediction runs (the app runs one TensorFlow call
-at a time).
+Sized for a 2-core machine (bench/serving.py measures it; docs/performance.md has the figures).
+The model runs on ONNX Runtime with one intra-op thread per core, one call at a time: DenseNet121
+at batch 1 already uses both cores at close to their peak, so more processes would not make a
+prediction faster; they would multiply memory and fight over the same cores. One worker with a
+few threads lets the decoding, checking and preprocessing of other uploads (and pages, static
+files, /healthz) run while a prediction is in the model, so the model never waits for input.
 
-One worker is also what the result store needs: results live in that process's memory, so the
-result page and its images must reach the process that analysed the upload. To scale up on a
-bigger machine, run several instances (each its own PORT) behind a proxy with sticky sessions,
-or replace chestx.web.store.ResultStore with a shared store before raising `workers`.
+One worker is also what the in-memory result cache wants: the result page and its images reach
+the process that analysed the upload. To scale up on a bigger machine, raise `workers` with
+CHESTX_THREADS=<cores per worker> so workers don't oversubscribe the cores.
 
-No preload_app: TensorFlow's thread pools don't survive fork(), so each worker loads the model
-itself, once, when it boots (create_app), never per request.
+No preload_app: each worker opens its own ONNX Runtime session (half a second, no TensorFlow:
+the first answer comes within about 3 s of starting), never per request.
 """
 
 import os
@@ -22,8 +22,8 @@ bind = f"{os.environ.get('CHESTX_BIND', '127.0.0.1')}:{os.environ.get('PORT', '8
 workers = 1
 worker_class = "gthread"
 threads = 4
-# Loading TensorFlow and the model takes 10-30 s on 2 cores; a 2000 px upload plus Grad-CAM
-# maps queued behind other requests can take several seconds. 120 s covers both.
+# Start-up is about 2 s, but a model.h5 without its ONNX form is converted at start-up (30-60 s
+# with TensorFlow); a 2000 px upload queued behind others can take seconds. 120 s covers both.
 timeout = 120
 graceful_timeout = 30
 keepalive = 5

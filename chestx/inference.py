@@ -6,6 +6,9 @@ and model.json belong together and feeds images prepared by the shared preproces
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,8 @@ from chestx.card import ModelCard, check_card
 from chestx.errors import ModelError
 from chestx.imaging import Radiograph, load_for_model, preprocess, read_image
 from chestx.labels import OBSERVATIONS
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path("model/model.h5")
 HOW_TO_GET_A_MODEL = (
@@ -38,16 +43,65 @@ def card_path_for(model_path: Path) -> Path:
 
 
 class Predictor:
-    """model.h5 and its card, loaded once per process."""
+    """model.h5 and its card, loaded once per process, served by ONNX Runtime.
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL):
+    ``runtime``: "auto" (default; ``$CHESTX_RUNTIME`` overrides) serves the ONNX form of
+    model.h5 (chestx.export), converting it first if it is missing or stale, and falls back to
+    TensorFlow only if conversion fails; "onnx" never falls back; "tensorflow" is the Keras
+    model as a tf.function. TensorFlow is imported only for "tensorflow", for a conversion,
+    or when ``model`` (the Keras model, e.g. for chestx.explain.GradCam) is first used.
+    """
+
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, runtime: str | None = None):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"model file {self.model_path} not found: {HOW_TO_GET_A_MODEL}")
         self.card = ModelCard.load(card_path_for(self.model_path))
-        self.model = _load_keras(self.model_path)
-        check_card(self.card, int(self.model.output_shape[-1]), int(self.model.input_shape[1]))
-        self._call = _compiled_call(self.model)
+        runtime = (runtime or os.environ.get("CHESTX_RUNTIME") or "auto").lower()
+        if runtime not in ("auto", "onnx", "tensorflow"):
+            raise ModelError(f"unknown runtime {runtime!r}: auto, onnx or tensorflow")
+        self._keras = None
+        self._keras_lock = threading.Lock()
+        self.served = None
+        if runtime != "tensorflow":
+            self.served = self._load_served(strict=runtime == "onnx")
+        if self.served is not None:
+            self.runtime = "onnxruntime"
+            check_card(self.card, self.served.num_outputs, self.served.image_size)
+            self._call = self.served.predict
+        else:
+            self.runtime = "tensorflow"
+            model = self.model
+            check_card(self.card, int(model.output_shape[-1]), int(model.input_shape[1]))
+            self._call = _compiled_call(model)
+
+    def _load_served(self, strict: bool):
+        from chestx import export
+
+        try:
+            return export.ensure_served(self.model_path)
+        except ModelError:
+            if strict:
+                raise
+        except Exception as error:  # tf2onnx and onnxruntime raise many kinds
+            if strict:
+                raise ModelError(
+                    f"can't serve {self.model_path} with ONNX Runtime: {error}"
+                ) from None
+        log.warning("serving %s with TensorFlow: no ONNX form could be made", self.model_path)
+        return None
+
+    @property
+    def model(self):
+        """The Keras model, loaded (with TensorFlow) on first use only."""
+        with self._keras_lock:
+            if self._keras is None:
+                self._keras = _load_keras(self.model_path)
+            return self._keras
+
+    @property
+    def loaded(self) -> bool:
+        return self.served is not None or self._keras is not None
 
     @property
     def image_size(self) -> int:
@@ -59,7 +113,11 @@ class Predictor:
 
     def predict_radiograph(self, radiograph: Radiograph) -> Prediction:
         start = time.perf_counter()
-        image = preprocess(radiograph.pixels, self.image_size)
+        return self.predict_image(preprocess(radiograph.pixels, self.image_size), start)
+
+    def predict_image(self, image: np.ndarray, start: float | None = None) -> Prediction:
+        """The prediction for one preprocessed (size, size, 3) image."""
+        start = time.perf_counter() if start is None else start
         values = self.predict_batch(image[None])[0]
         return Prediction(
             dict(zip(OBSERVATIONS, map(float, values), strict=True)), time.perf_counter() - start

@@ -1,8 +1,10 @@
 """One upload, start to finish: decode, gate, predict; Grad-CAM maps later, on request.
 
 The page and the JSON API both call ``Analyser.analyse``, so they can't disagree about what an
-upload means. TensorFlow work runs one call at a time (``_model_lock``): it already uses every
-core for one image, so two at once only make both slower and double the peak memory.
+upload means. Model calls run one at a time (``_model_lock``): ONNX Runtime already uses every
+core for one image, so two at once only make both slower; decoding, the gate and preprocessing
+of other uploads run outside the lock, overlapping the model. The large JPEG is decoded once,
+straight at the reduced scale the display needs (DCT scaling), and preprocessed once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from chestx.explain import overlay_png
 from chestx.imaging import Radiograph, preprocess, read_image, to_display_png
 from chestx.inference import Prediction, Predictor
 from chestx.labels import OBSERVATIONS
-from chestx.web.heatmaps import CompiledGradCam
+from chestx.web.heatmaps import GradCamMaps
 
 #: JPEGs are decoded at a reduced scale but at least this size: enough for display and the gate.
 DECODE_SIZE = 768
@@ -85,7 +87,7 @@ class Analyser:
 
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
-        self.gradcam = CompiledGradCam(predictor.model)
+        self.gradcam = GradCamMaps(predictor)
         self._model_lock = threading.Lock()
 
     @property
@@ -93,12 +95,16 @@ class Analyser:
         return self.predictor.card
 
     def warm_up(self) -> None:
-        """Trace the model once at start-up so the first user doesn't wait for it."""
+        """Run the model once at start-up so the first user doesn't pay its first-call cost.
+
+        Grad-CAM is warmed only when it runs on ONNX Runtime: its TensorFlow fallback would
+        import TensorFlow (seconds), which waits for the first map request instead."""
         size = self.predictor.image_size
         blank = np.zeros((size, size, 3), dtype=np.float32)
         with self._model_lock:
             self.predictor.predict_batch(blank[None])
-            self.gradcam.map(blank, OBSERVATIONS[0])
+            if not self.gradcam.uses_tensorflow:
+                self.gradcam.map(blank, OBSERVATIONS[0])
 
     def analyse(self, data: bytes, override: bool = False) -> Analysis:
         """Decode and check an upload, then predict. Raises ImageError (GateRefusal: 422)."""
@@ -108,8 +114,10 @@ class Analyser:
         if not verdict.passed and not override:
             log.info("upload refused by the input gate (%s)", radiograph.format)
             raise GateRefusal(verdict)
+        model_input = preprocess(radiograph.pixels, self.predictor.image_size)
+        display_pixels = _shrink(radiograph.pixels, DISPLAY_SIDE)
         with self._model_lock:
-            prediction = self.predictor.predict_radiograph(radiograph)
+            prediction = self.predictor.predict_image(model_input)
         analysis = Analysis(
             prediction=prediction,
             verdict=verdict,
@@ -118,8 +126,8 @@ class Analyser:
             image_format=radiograph.format,
             original_size=radiograph.original_size,
             seconds_total=time.perf_counter() - start,
-            display_pixels=_shrink(radiograph.pixels, DISPLAY_SIDE),
-            model_input=preprocess(radiograph.pixels, self.predictor.image_size),
+            display_pixels=display_pixels,
+            model_input=model_input,
         )
         width, height = radiograph.original_size
         log.info(

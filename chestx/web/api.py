@@ -80,7 +80,7 @@ def model():
 @ops.get("/healthz")
 def healthz():
     services = current_app.extensions.get("chestx")
-    loaded = services is not None and services.analyser.predictor.model is not None
+    loaded = services is not None and services.analyser.predictor.loaded
     return jsonify(
         {
             "status": "ok" if loaded else "no model",

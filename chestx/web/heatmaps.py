@@ -1,24 +1,53 @@
-"""Grad-CAM maps for the web app, compiled once: about ten times faster than eager mode.
+"""Grad-CAM maps for the web app: one forward pass each, without TensorFlow when possible.
 
-``chestx.explain.GradCam.maps`` runs eagerly (about 2 s a map for DenseNet121 at 224 px on two
-cores); here the same computation is one ``tf.function`` traced at start-up with the observation
-as an input, so every map after that takes a fraction of a second. The maths is GradCam's own
-(tests/web/test_web_heatmaps.py checks the two agree); its gradient model is reused as it is.
+With the ONNX-served model (chestx.export) the graph also returns the last feature maps and the
+gradient through the dense head is computed in numpy: a map costs about one prediction, and the
+server never imports TensorFlow. A model whose head isn't the plain dense stack (or a server
+running with CHESTX_RUNTIME=tensorflow) uses ``CompiledGradCam``: the same maths as
+``chestx.explain.GradCam`` as one ``tf.function``, built the first time a map is asked for, so
+TensorFlow is imported then and not at start-up. tests/web/test_web_heatmaps.py checks the maps
+equal GradCam's.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from chestx.explain import GradCam
 from chestx.labels import index_of
 
 
+class GradCamMaps:
+    """One Grad-CAM map per call, for one observation, from whichever runtime serves."""
+
+    def __init__(self, predictor):
+        self.predictor = predictor
+        self._compiled = None
+        self._lock = threading.Lock()
+
+    @property
+    def uses_tensorflow(self) -> bool:
+        served = self.predictor.served
+        return served is None or served.head is None or not served.has_features
+
+    def map(self, image: np.ndarray, observation: str) -> np.ndarray:
+        """The map in [0, 1] on the feature grid (7 x 7 at 224 px), as GradCam.maps gives it."""
+        if not self.uses_tensorflow:
+            return self.predictor.served.gradcam(image, index_of(observation))
+        with self._lock:
+            if self._compiled is None:
+                self._compiled = CompiledGradCam(self.predictor.model)
+        return self._compiled.map(image, observation)
+
+
 class CompiledGradCam:
-    """One Grad-CAM map per call, for one observation, from a compiled graph."""
+    """Grad-CAM as one compiled TensorFlow graph: about ten times faster than eager mode."""
 
     def __init__(self, model):
         import tensorflow as tf
+
+        from chestx.explain import GradCam
 
         gradient_model = GradCam(model).model
         size = int(model.input_shape[1])
@@ -40,7 +69,6 @@ class CompiledGradCam:
         self._cam = cam
 
     def map(self, image: np.ndarray, observation: str) -> np.ndarray:
-        """The map in [0, 1] on the feature grid (7 x 7 at 224 px), as GradCam.maps gives it."""
         cam = self._cam(np.asarray(image, dtype=np.float32), np.int32(index_of(observation)))
         cam = np.asarray(cam)
         peak = float(cam.max())
