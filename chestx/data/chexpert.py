@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chestx.errors import DataError
+from chestx.errors import ConfigError, DataError
 from chestx.labels import CSV_COLUMNS, LABEL_VALUES, OBSERVATIONS
 
 VIEWS = frozenset({"Frontal", "Lateral"})
@@ -79,7 +79,7 @@ class CheXpertData:
         Patients, not images, are drawn, so no patient's images end up on both sides.
         """
         if not 0.0 < fraction < 1.0:
-            raise ValueError("the held-out fraction must be between 0 and 1")
+            raise ConfigError(f"--val-split {fraction} must be between 0 and 1 (e.g. 0.1)")
         patients = np.sort(self.frame["patient"].unique())
         rng = np.random.default_rng(seed)
         held = rng.permutation(patients)[: max(1, round(fraction * len(patients)))]
