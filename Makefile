@@ -14,12 +14,14 @@ MODEL ?= model/model.h5
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install install-dev run serve test lint format demo-model browser bench clean
+.PHONY: help install install-dev run serve test test-studies db-upgrade lint format demo-model \
+	browser bench clean
 
 help:
 	@echo "make run    install, build the demo model if model/model.h5 is missing, serve on :$${PORT:-8000}"
 	@echo "make test   install (with dev tools and Chromium), run ruff and every test"
 	@echo "make bench  run the benchmarks in bench/"
+	@echo "make test-studies  the study-store tests only, on SQLite and a throwaway PostgreSQL"
 
 pipenv:
 	@$(PIPENV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet pipenv
@@ -58,8 +60,20 @@ format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# scripts/postgres-test.sh installs Debian's postgresql if missing, starts a throwaway server on
+# a Unix socket in a temporary folder, exports CHESTX_TEST_POSTGRES_URL, runs the command and
+# stops the server afterwards, even when tests fail. Without PostgreSQL its tests skip loudly.
 test: install-dev browser lint
-	$(BIN)/pytest
+	bash scripts/postgres-test.sh $(BIN)/pytest
+
+# The study store alone, on SQLite and PostgreSQL.
+test-studies: install-dev browser
+	bash scripts/postgres-test.sh $(BIN)/pytest tests/web/test_web_studies.py \
+		tests/web/test_web_studies_server.py
+
+# Migrations also run at every start-up; this applies them without starting the server.
+db-upgrade: install
+	$(BIN)/python -m chestx.web.db upgrade
 
 bench: install-dev
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

@@ -173,7 +173,9 @@ def measure(url: str, database_url: str, label: str, plan: list[Path], at_once: 
     )
 
 
-def start_server(model: Path, database_url: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(
+    model: Path, database_url: str, port: int, log: Path, workers: int = 2
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -183,7 +185,7 @@ def start_server(model: Path, database_url: str, port: int, log: Path) -> subpro
         "CHESTX_BIND": "127.0.0.1",
         "CHESTX_LOG_LEVEL": "warning",
         # Two processes, four threads each: writers race across processes and threads.
-        "GUNICORN_CMD_ARGS": "--workers 2 --threads 4",
+        "GUNICORN_CMD_ARGS": f"--workers {workers} --threads 4",
     }
     env.pop("CHESTX_SECRET_KEY", None)
     return subprocess.Popen(
