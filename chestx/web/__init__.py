@@ -65,9 +65,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     predictor = Predictor(app.config["CHESTX_MODEL"])
     analyser = Analyser(predictor)
-    studies.init_app(app, ROOT / "static")  # the study store: migrations applied here
     if app.config.get("CHESTX_WARM_UP", True):
         analyser.warm_up()
+    # The study store (migrations applied here), once the model is known to work.
+    studies.init_app(app, ROOT / "static")
     app.extensions["chestx"] = Services(
         analyser,
         ResultStore(app.config["CHESTX_RESULTS_KEPT"], app.config["CHESTX_RESULT_SECONDS"]),

@@ -338,3 +338,17 @@ def test_csv_export(studies_app, web, cxr_dir):
     assert float(rows[0]["Pneumothorax"]) >= 0
     edema = web.get("/studies.csv?finding=edema&min=1").get_data(as_text=True)
     assert len(edema.strip().splitlines()) == 1  # the header only
+
+
+def test_a_database_that_cannot_be_used_stops_start_up(tiny_model, tmp_path):
+    from chestx.web import create_app
+
+    for url, message in (
+        (f"postgresql://nobody@/chestx?host={tmp_path}/no-server", "can't be used"),
+        ("mysql://x@localhost/db", "supports sqlite and postgresql"),
+        ("not a url", "not a database URL"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            create_app(
+                {"CHESTX_MODEL": str(tiny_model), "CHESTX_WARM_UP": False, "DATABASE_URL": url}
+            )
