@@ -80,10 +80,18 @@ class FeatureCache:
                 log.warning("feature extraction stays on Keras: %s", str(error)[:300])
         if session is not None:
             self.runtime = "onnxruntime"
-            return (
-                lambda images: session.run([export.FEATURES], {export.INPUT_NAME: images})[0],
-                ONNX_BATCH,
-            )
+
+            def run(images: np.ndarray) -> np.ndarray:
+                # One image per call: on 2 AVX2 cores batch 1 is ONNX Runtime's fastest (the
+                # activations stay in cache), as in serving; decoding still goes by chunks.
+                return np.concatenate(
+                    [
+                        session.run([export.FEATURES], {export.INPUT_NAME: images[i : i + 1]})[0]
+                        for i in range(len(images))
+                    ]
+                )
+
+            return run, ONNX_BATCH
         model = self.extractor()
         self.runtime = "tensorflow"
         return (lambda images: model.predict_on_batch(images)), 32
