@@ -19,7 +19,7 @@ from chestx.web import api, pages, studies
 from chestx.web.analysis import Analyser
 from chestx.web.config import FIXED, from_env
 from chestx.web.errors import register_error_handlers
-from chestx.web.security import csrf, init_security
+from chestx.web.security import csrf, init_rate_limit, init_security
 from chestx.web.store import ResultStore
 
 #: templates/ and static/ live at the top of the repository, beside app.py.
@@ -75,6 +75,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
 
     init_security(app)
+    init_rate_limit(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.api)
     app.register_blueprint(api.ops)

@@ -18,7 +18,10 @@ DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_RESULTS_KEPT = 32
 DEFAULT_RESULT_MINUTES = 10.0
 DEFAULT_PAGE_SIZE = 25
+#: Uploads (form and API, each counted apart) one client address may make; "off" disables.
+DEFAULT_RATE_LIMIT = "60 per minute"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+OFF_WORDS = frozenset({"0", "off", "false", "no", "none"})
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, low: float, high: float):
@@ -32,6 +35,25 @@ def _number(environ: Mapping[str, str], name: str, default: float, low: float, h
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw} is out of range ({low:g} to {high:g})")
     return value
+
+
+def rate_limit(raw: str | None) -> str | None:
+    """CHESTX_RATE_LIMIT: a flask-limiter limit ("60 per minute", "10/second; 500/day"), or
+    None when off. Empty means the default."""
+    raw = (raw or "").strip()
+    if not raw:
+        return DEFAULT_RATE_LIMIT
+    if raw.lower() in OFF_WORDS:
+        return None
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(
+            f"CHESTX_RATE_LIMIT={raw!r} is not a rate limit: write e.g. '60 per minute' or 'off'"
+        ) from None
+    return raw
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -55,6 +77,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         "CHESTX_IMAGE_DIR": env.get("CHESTX_IMAGE_DIR", "").strip() or None,
         "CHESTX_URGENCY_WEIGHTS": parse_weights(env.get("CHESTX_URGENCY_WEIGHTS", "")),
         "CHESTX_PAGE_SIZE": int(_number(env, "CHESTX_PAGE_SIZE", DEFAULT_PAGE_SIZE, 1, 500)),
+        "CHESTX_RATE_LIMIT": rate_limit(env.get("CHESTX_RATE_LIMIT")),
     }
 
 

@@ -9,6 +9,8 @@ import traceback
 
 from flask import Flask, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from chestx.errors import ImageError
@@ -20,6 +22,7 @@ GENERIC_MESSAGES = {
     400: "The request could not be understood.",
     404: "There is no page at this address.",
     405: "This address does not accept that kind of request.",
+    429: "Too many uploads from your address in a short time. Wait a minute and try again.",
     500: "Something went wrong on our side. The error was logged (without your image); "
     "please try again.",
 }
@@ -96,6 +99,9 @@ def handle_http(error: HTTPException):
     if status == 413:
         _drain_request_body()
         message = _too_large_message()
+    elif status == 429:  # flask-limiter's description is the limit itself ("60 per 1 minute")
+        _drain_request_body()
+        message = GENERIC_MESSAGES[429] + f" (The limit is {error.description}.)"
     elif error.description and error.description != type(error).description:
         message = error.description  # one of ours, written for the user
     else:
@@ -112,8 +118,36 @@ def handle_unexpected(error: Exception):
     return _respond(GENERIC_MESSAGES[500], 500)
 
 
+#: Seconds a client is told to wait (Retry-After) when the database is unreachable.
+DATABASE_RETRY_SECONDS = 30
+DATABASE_UNAVAILABLE = (
+    "The study database can't be reached just now, so nothing was saved. Please try again in "
+    "a minute."
+)
+
+
+def handle_database_unavailable(error: Exception):
+    """The database is down or unreachable (or SQLite stays locked): 503, never a 500. The
+    engine's pre-ping reconnects by itself once it is back. Logged without the message: it
+    can quote the statement's parameters (a file name)."""
+    orig = getattr(error, "orig", None)
+    log.error(
+        "database unavailable on %s %s: %s%s",
+        request.method,
+        request.path,
+        type(error).__name__,
+        f" ({type(orig).__module__}.{type(orig).__name__})" if orig is not None else "",
+    )
+    response, status = _respond(DATABASE_UNAVAILABLE, 503)
+    response = current_app.make_response((response, status))
+    response.headers["Retry-After"] = str(DATABASE_RETRY_SECONDS)
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ImageError, handle_image_error)
     app.register_error_handler(CSRFError, handle_csrf)
     app.register_error_handler(HTTPException, handle_http)
+    for database_error in (OperationalError, InterfaceError, PoolTimeout):
+        app.register_error_handler(database_error, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

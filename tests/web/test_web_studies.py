@@ -191,6 +191,7 @@ def studies_app(request, tiny_model, tmp_path_factory):
                 "CHESTX_KEEP_IMAGES": True,
                 "CHESTX_IMAGE_DIR": str(folder / "images"),
                 "CHESTX_PAGE_SIZE": 2,
+                "CHESTX_RATE_LIMIT": None,
             }
         )
         yield app
