@@ -7,6 +7,7 @@ ImageError with a 4xx status: no other exception, no hang.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -82,6 +83,15 @@ def dicom_bytes(
     return buffer.getvalue()
 
 
+@functools.cache
+def huge_png(side: int = 20_000) -> bytes:
+    """A real, complete side x side PNG (1-bit, so 48 KB for 20000 px): 400 million pixels,
+    far over the decoder's limit. Made once (2 s) and reused."""
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 @st.composite
 def mutated(draw, seeds: list[bytes]) -> bytes:
     """A real file with bytes flipped, cut, duplicated or spliced in."""
@@ -113,6 +123,8 @@ def odd_images(draw) -> bytes:
         st.sampled_from(
             [
                 "tiny",
+                "one_pixel",
+                "huge",
                 "grey16",
                 "float_tiff",
                 "rgba",
@@ -133,6 +145,11 @@ def odd_images(draw) -> bytes:
     width, height = draw(st.integers(1, 64)), draw(st.integers(1, 64))
     if kind == "tiny":
         return png_bytes(rng.integers(0, 256, (height, width), dtype=np.uint8))
+    if kind == "one_pixel":
+        dtype = draw(st.sampled_from([np.uint8, np.uint16]))
+        return png_bytes(np.full((1, 1), draw(st.integers(0, 255)), dtype=dtype))
+    if kind == "huge":
+        return huge_png()
     if kind == "grey16":
         return png_bytes(rng.integers(0, 65536, (height, width), dtype=np.uint16))
     if kind == "float_tiff":
