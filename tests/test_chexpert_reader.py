@@ -142,3 +142,43 @@ def test_generated_dataset_has_chexperts_layout(demo_dataset):
     pathology = raw[:, 1:13]
     finding = ((pathology == 1) | (pathology == -1)).any(axis=1)
     assert ((raw[:, 0] == 1) == ~finding).all()
+
+
+def _write_lines(folder, lines):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.csv").write_text("\n".join([",".join(CSV_COLUMNS), *lines]) + "\n")
+    return folder / "train.csv"
+
+
+BROKEN_ROWS = {
+    # name: (the data lines, what the refusal must say)
+    "cut-off row": ([",".join(_row()), ",".join(_row()[:4])], r"line 3: 4 fields where"),
+    "row with an extra field": ([",".join(_row()), ",".join([*_row(), "x"])], r"line 3, saw 20"),
+    "unclosed quote": ([",".join(_row()), '"CheXpert-v1.0-small/a.jpg,Female'], r"row 2"),
+    "label that is a word": ([",".join(_row(label="yes"))], r"line 2, column 'No Finding'"),
+    "label out of range": ([",".join(_row(label="3"))], r"line 2, column 'No Finding'"),
+    "age that is a word": ([",".join(_row()).replace(",50,", ",fifty,")], r"line 2, column 'Age'"),
+    "negative age": ([",".join(_row()).replace(",50,", ",-4,")], r"line 2, column 'Age'"),
+    "path without folders": ([",".join(_row(path="x.jpg"))], r"line 2, column 'Path'"),
+    "windows path outside": (
+        [",".join(_row(path="..\\..\\etc\\passwd"))],
+        r"line 2, column 'Path'.*outside the dataset folder",
+    ),
+    "empty path": ([",".join(_row(path=""))], r"line 2, column 'Path': empty path"),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN_ROWS)
+def test_broken_rows_are_refused_with_the_row_named(tmp_path, name):
+    lines, message = BROKEN_ROWS[name]
+    csv = _write_lines(tmp_path / "CheXpert-v1.0-small", lines)
+    with pytest.raises(DataError, match=message):
+        read_chexpert(csv, check_files=False)
+
+
+def test_a_csv_that_is_not_text_is_refused(tmp_path):
+    folder = tmp_path / "CheXpert-v1.0-small"
+    folder.mkdir()
+    (folder / "train.csv").write_bytes(",".join(CSV_COLUMNS).encode() + b"\n\xff\xfe\x00\x01")
+    with pytest.raises(DataError, match="can't be read as CSV"):
+        read_chexpert(folder / "train.csv", check_files=False)

@@ -143,6 +143,23 @@ def _parse_labels(table: pd.DataFrame, csv_name: str) -> np.ndarray:
     return labels
 
 
+def _check_field_counts(csv_path: Path, name: str, expected: int) -> None:
+    """pandas pads a row with too few fields with blanks: refuse it, naming its line."""
+    import csv
+    import gzip
+
+    opener = gzip.open if csv_path.suffix == ".gz" else open
+    with opener(csv_path, "rt", newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for row in reader:
+            if row and len(row) != expected:
+                raise DataError(
+                    f"{name} line {reader.line_num}: {len(row)} fields where the header has "
+                    f"{expected} (a broken or cut-off row)"
+                )
+
+
 def read_chexpert(
     csv_path: str | Path, root: str | Path | None = None, check_files: bool = True
 ) -> CheXpertData:
@@ -168,6 +185,7 @@ def read_chexpert(
             f"{name} is missing column(s) {', '.join(repr(c) for c in missing)}; "
             f"CheXpert's CSVs have: {', '.join(CSV_COLUMNS)}"
         )
+    _check_field_counts(csv_path, name, len(table.columns))
     labels = _parse_labels(table, name)
 
     base = _dataset_base(csv_path, Path(root) if root else None)
@@ -208,9 +226,23 @@ def read_chexpert(
         raise DataError(
             f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not a number"
         )
+    impossible_age = (ages < 0) | (ages > 150)
+    if impossible_age.any():
+        row = int(np.flatnonzero(impossible_age.to_numpy())[0])
+        raise DataError(
+            f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not an age "
+            "(0 to 150)"
+        )
 
     # .../patient00001/study1/view1_frontal.jpg: the two folders above the file.
     folders = raw_paths.str.replace("\\", "/", regex=False).str.rsplit("/", n=3)
+    shallow = (folders.str.len() < 3).to_numpy()
+    if shallow.any():
+        row = int(np.flatnonzero(shallow)[0])
+        raise DataError(
+            f"{name} line {row + 2}, column 'Path': {raw_paths.iloc[row]!r} is not "
+            "<folder>/patientNNNNN/studyN/<image>, as in CheXpert"
+        )
     patient = folders.str[-3]
     study = folders.str[-3] + "/" + folders.str[-2]
     frame = pd.DataFrame(
