@@ -66,3 +66,86 @@ def test_gunicorn_exits_nonzero_with_the_message(tmp_path, tiny_model):
     assert "ChestX can't start" in text, text
     assert "can't be loaded" in text and "demo-model" in text
     assert "Traceback" not in text
+
+
+# --- a model that doesn't match its card, or is corrupt: refused at start-up ---------------------
+
+
+def _copy_model(tiny_model, folder, **card_changes):
+    """The tiny model (model.h5, its ONNX form, its card) in ``folder``, the card changed."""
+    import json
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for sibling in tiny_model.parent.iterdir():
+        if sibling.is_file() and sibling.name.startswith("model."):
+            shutil.copy(sibling, folder / sibling.name)
+    card = json.loads((folder / "model.json").read_text())
+    card.update(card_changes)
+    (folder / "model.json").write_text(json.dumps(card))
+    return folder / "model.h5"
+
+
+def _other_observations():
+    from chestx.labels import OBSERVATIONS
+
+    return [*OBSERVATIONS[:-1], "Tuberculosis"]
+
+
+CARD_MISMATCHES = {
+    "other observations": (
+        lambda: {"observations": _other_observations()},
+        "lists other observations than ChestX's 14",
+    ),
+    "fewer observations": (lambda: {"observations": ["Edema"]}, "other observations"),
+    "other image size": (lambda: {"image_size": 224}, "takes 64 px images but its card says 224"),
+}
+
+
+@pytest.mark.parametrize("name", CARD_MISMATCHES)
+def test_a_card_that_does_not_match_its_model_stops_start_up(tiny_model, tmp_path, name):
+    from chestx.web import create_app
+
+    changes, message = CARD_MISMATCHES[name]
+    model = _copy_model(tiny_model, tmp_path / "model", **changes())
+    with pytest.raises(ModelError, match=message):
+        create_app({"CHESTX_MODEL": str(model), "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert not (tmp_path / "x.db").exists()  # refused before the database is opened
+
+
+def test_app_py_refuses_a_mismatched_card_in_one_line(tiny_model, tmp_path):
+    model = _copy_model(tiny_model, tmp_path / "model", image_size=224)
+    env = {"CHESTX_MODEL": str(model), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import app"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert "ChestX can't start" in result.stderr and "card says 224" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("corruption", ["truncated", "not a model", "empty", "card missing"])
+def test_a_corrupt_or_incomplete_model_stops_start_up(tiny_model, tmp_path, corruption):
+    from chestx.web import create_app
+
+    model = _copy_model(tiny_model, tmp_path / "model")
+    data = model.read_bytes()
+    if corruption == "truncated":
+        model.write_bytes(data[: len(data) // 2])
+    elif corruption == "not a model":
+        model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))
+    elif corruption == "empty":
+        model.write_bytes(b"")
+    else:
+        (model.parent / "model.json").unlink()
+    with pytest.raises(ModelError) as refused:
+        create_app({"CHESTX_MODEL": str(model), "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    message = str(refused.value)
+    assert "model" in message and "\n" not in message.strip()
+    if corruption == "card missing":
+        assert "model card" in message and "demo-model" in message
