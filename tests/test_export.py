@@ -7,15 +7,25 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, real_radiographs
 
 from chestx import export
 from chestx.imaging import load_for_model
 from chestx.inference import Predictor
 from chestx.labels import OBSERVATIONS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_radiographs() -> list[Path]:
+    return sorted(
+        p
+        for p in (REPO.parent / "shared" / "cxr").rglob("*")
+        if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".dcm"}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +188,22 @@ def test_readme_material_names_every_bench():
     text = (REPO / "docs" / "performance.md").read_text()
     for name in BENCHES:
         assert f"bench/{name}" in text
+
+
+def test_feature_cache_runs_the_backbone_on_onnx_once(demo_dataset, tmp_path, monkeypatch):
+    from chestx import features
+    from chestx.data import read_chexpert
+
+    monkeypatch.setattr(features, "ONNX_MIN_IMAGES", 1)
+    paths = read_chexpert(demo_dataset / "valid.csv", root=demo_dataset).paths[:5]
+    cache = features.FeatureCache(tmp_path, None, 64, seed=0)
+    got = cache.features(paths, progress=False)
+    assert cache.runtime == "onnxruntime" and cache.computed == len(paths)
+    assert (cache.folder / "extractor.onnx").is_file()
+    images = np.stack([load_for_model(p, 64) for p in paths])
+    expected = np.asarray(cache.extractor().predict(images, verbose=0))
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+    again = features.FeatureCache(tmp_path, None, 64, seed=0)
+    assert np.array_equal(again.features(paths, progress=False), got)
+    assert again.computed == 0  # every vector came from disk
