@@ -319,3 +319,33 @@ def test_every_form_is_refused_without_its_token_and_works_with_it(client, radio
     # And the upload form with its token.
     assert post_form(client, radiograph_png).status_code == 303
     assert csrf_token(client)
+
+
+# --- names and fields: never paths, never unescaped ------------------------------------------
+
+HOSTILE_FIELD = "../../etc/<img src=x onerror=alert(1)>\x00\x1b[31m\r\n" + "x" * 5000 + ".png"
+
+
+def test_hostile_form_fields_are_cleaned_and_escaped(
+    client, radiograph_grey, tmp_path, monkeypatch
+):
+    from webhelpers import encode
+
+    monkeypatch.chdir(tmp_path)
+    data = encode(radiograph_grey.rotate(1), "PNG")  # bytes no other test uploads
+    # CR/LF can't be in a multipart file name (browsers send %0D%0A); the name field takes them.
+    filename = HOSTILE_FIELD.replace("\r\n", "\t")
+    response = post_api(client, data, filename=filename, name=HOSTILE_FIELD)
+    assert response.status_code == 200, response.json
+    stored = client.get(response.json["study"]["links"]["api"]).get_json()["display_name"]
+    assert "/" not in stored and "\x00" not in stored and "\x1b" not in stored
+    assert "\n" not in stored and len(stored) <= 120 and stored.endswith(".png")
+    for path in ("/studies", f"/studies/{response.json['study']['id']}"):
+        page = client.get(path).get_data(as_text=True)
+        assert "<img src=x" not in page, path
+        assert "&lt;img src=x onerror=alert(1)&gt;" in page, path
+    for path in ("/studies?finding=<script>alert(1)</script>", "/api/v1/studies?min=<b>1"):
+        refused = client.get(path)
+        assert refused.status_code == 400 and "<script>" not in refused.get_data(as_text=True)
+        assert "<b>" not in refused.get_data(as_text=True)
+    assert list(tmp_path.iterdir()) == []  # nothing written under any of those names
