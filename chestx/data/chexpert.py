@@ -109,17 +109,29 @@ def _dataset_base(csv_path: Path, root: Path | None) -> Path:
     return (root or csv_path.parent).resolve()
 
 
+def _refuse_first(csv_name: str, column: str, bad, why) -> None:
+    """Raise DataError at the first row where ``bad`` holds, naming its line and column.
+
+    Line numbers count the header as line 1, as a spreadsheet shows them; ``why(row)`` says what
+    is wrong with that row's value.
+    """
+    bad = np.asarray(bad, dtype=bool)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{csv_name} line {row + 2}, column {column!r}: {why(row)}")
+
+
 def _resolve_paths(base: Path, raw_paths: pd.Series, csv_name: str) -> list[str]:
     """Absolute image paths; a path that is absolute or climbs out with '..' is refused."""
     relative = raw_paths.str.replace("\\", "/", regex=False)
     outside = relative.str.startswith("/") | relative.str.contains(r"(?:^|/)\.\.(?:/|$)")
     outside |= relative.str.match(r"^[A-Za-z]:")
-    if outside.any():
-        row = int(np.flatnonzero(outside.to_numpy())[0])
-        raise DataError(
-            f"{csv_name} line {row + 2}, column 'Path': {raw_paths.iloc[row]!r} points outside "
-            "the dataset folder"
-        )
+    _refuse_first(
+        csv_name,
+        "Path",
+        outside,
+        lambda row: f"{raw_paths.iloc[row]!r} points outside the dataset folder",
+    )
     # CheXpert's paths start with the dataset folder's own name: resolve those against its parent.
     own_name = relative.str.startswith(base.name + "/")
     anchor = np.where(own_name.to_numpy(), str(base.parent), str(base))
@@ -133,12 +145,12 @@ def _parse_labels(table: pd.DataFrame, csv_name: str) -> np.ndarray:
         blank = text == ""
         values = pd.to_numeric(text.where(~blank), errors="coerce")
         bad = ~blank & (values.isna() | ~values.isin(LABEL_VALUES))
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"{csv_name} line {row + 2}, column {column!r}: label {text.iloc[row]!r} is not "
-                "one of 1.0, 0.0, -1.0 or blank"
-            )
+        _refuse_first(
+            csv_name,
+            column,
+            bad,
+            lambda row: f"label {text.iloc[row]!r} is not one of 1.0, 0.0, -1.0 or blank",  # noqa: B023
+        )
         labels[:, j] = values.to_numpy(dtype=np.float32, na_value=np.nan)
     return labels
 
@@ -190,10 +202,7 @@ def read_chexpert(
 
     base = _dataset_base(csv_path, Path(root) if root else None)
     raw_paths = table["Path"].str.strip()
-    empty = raw_paths == ""
-    if empty.any():
-        line = int(np.flatnonzero(empty.to_numpy())[0]) + 2
-        raise DataError(f"{name} line {line}, column 'Path': empty path")
+    _refuse_first(name, "Path", raw_paths == "", lambda row: "empty path")
     paths = _resolve_paths(base, raw_paths, name)
     if check_files:
         for i, path in enumerate(paths):
@@ -204,45 +213,43 @@ def read_chexpert(
                 )
 
     views = table["Frontal/Lateral"].str.strip()
-    bad_view = ~views.isin(VIEWS)
-    if bad_view.any():
-        row = int(np.flatnonzero(bad_view.to_numpy())[0])
-        raise DataError(
-            f"{name} line {row + 2}, column 'Frontal/Lateral': {views.iloc[row]!r} is not "
-            "Frontal or Lateral"
-        )
+    _refuse_first(
+        name,
+        "Frontal/Lateral",
+        ~views.isin(VIEWS),
+        lambda row: f"{views.iloc[row]!r} is not Frontal or Lateral",
+    )
     projections = table["AP/PA"].str.strip().str.upper()
-    bad_projection = ~projections.isin(PROJECTIONS)
-    if bad_projection.any():
-        row = int(np.flatnonzero(bad_projection.to_numpy())[0])
-        raise DataError(
-            f"{name} line {row + 2}, column 'AP/PA': {projections.iloc[row]!r} is not AP, PA, "
-            "LL, RL or blank"
-        )
+    _refuse_first(
+        name,
+        "AP/PA",
+        ~projections.isin(PROJECTIONS),
+        lambda row: f"{projections.iloc[row]!r} is not AP, PA, LL, RL or blank",
+    )
     ages = pd.to_numeric(table["Age"].str.strip(), errors="coerce")
-    bad_age = ages.isna() & (table["Age"].str.strip() != "")
-    if bad_age.any():
-        row = int(np.flatnonzero(bad_age.to_numpy())[0])
-        raise DataError(
-            f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not a number"
-        )
-    impossible_age = (ages < 0) | (ages > 150)
-    if impossible_age.any():
-        row = int(np.flatnonzero(impossible_age.to_numpy())[0])
-        raise DataError(
-            f"{name} line {row + 2}, column 'Age': {table['Age'].iloc[row]!r} is not an age "
-            "(0 to 150)"
-        )
+    _refuse_first(
+        name,
+        "Age",
+        ages.isna() & (table["Age"].str.strip() != ""),
+        lambda row: f"{table['Age'].iloc[row]!r} is not a number",
+    )
+    _refuse_first(
+        name,
+        "Age",
+        (ages < 0) | (ages > 150),
+        lambda row: f"{table['Age'].iloc[row]!r} is not an age (0 to 150)",
+    )
 
     # .../patient00001/study1/view1_frontal.jpg: the two folders above the file.
     folders = raw_paths.str.replace("\\", "/", regex=False).str.rsplit("/", n=3)
-    shallow = (folders.str.len() < 3).to_numpy()
-    if shallow.any():
-        row = int(np.flatnonzero(shallow)[0])
-        raise DataError(
-            f"{name} line {row + 2}, column 'Path': {raw_paths.iloc[row]!r} is not "
-            "<folder>/patientNNNNN/studyN/<image>, as in CheXpert"
-        )
+    _refuse_first(
+        name,
+        "Path",
+        folders.str.len() < 3,
+        lambda row: (
+            f"{raw_paths.iloc[row]!r} is not <folder>/patientNNNNN/studyN/<image>, as in CheXpert"
+        ),
+    )
     patient = folders.str[-3]
     study = folders.str[-3] + "/" + folders.str[-2]
     frame = pd.DataFrame(
