@@ -24,17 +24,19 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CXR = REPO.parent / "shared" / "cxr"
+sys.path.insert(0, str(REPO))
+
+from chestx.web.devserver import GunicornProcess, multipart, rss_mb, worker_pids  # noqa: E402
+
 MAX_CLIENTS = 32
 MAX_DURATION = 3600.0
 
@@ -47,18 +49,6 @@ def sample_images(cxr: Path = CXR) -> list[Path]:
     return chosen + sorted((cxr / "dicom").glob("*.dcm")) + jpegs[: len(jpegs) // 2]
 
 
-def multipart(data: bytes, filename: str) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="override"\r\n\r\nyes\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return body + data + f"\r\n--{boundary}--\r\n".encode(), (
-        f"multipart/form-data; boundary={boundary}"
-    )
-
-
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     if not values:
@@ -66,82 +56,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
-
-
-# --- the server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model: Path, folder: Path, port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CHESTX_MODEL": str(model),
-        "DATABASE_URL": f"sqlite:///{folder / 'studies.db'}",
-        "PORT": str(port),
-        "CHESTX_BIND": "127.0.0.1",  # localhost only
-        "CHESTX_LOG_LEVEL": "warning",
-        "CHESTX_RATE_LIMIT": "off",  # every client is 127.0.0.1
-    }
-    env.pop("CHESTX_SECRET_KEY", None)
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py", "app:app"],
-        cwd=REPO,
-        env=env,
-        stdout=(folder / "gunicorn.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def worker_pids(master: int) -> list[int]:
-    try:
-        return sorted(
-            int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        )
-    except OSError:
-        return []
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def wait_ready(port: int, process: subprocess.Popen, log: Path, seconds: float = 300) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200 and worker_pids(process.pid):
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"gunicorn did not answer /healthz in {seconds:g} s:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 # --- the load ------------------------------------------------------------------------------
@@ -222,7 +136,7 @@ def run_load(
         while time.monotonic() < deadline:
             name, data = payloads[turn % len(payloads)]
             turn += clients
-            body, content_type = multipart(data, name)
+            body, content_type = multipart(data, name, {"override": "yes"})
             begin = time.monotonic()
             try:
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -306,19 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     images = sample_images()
     with tempfile.TemporaryDirectory(prefix="chestx-load.") as temporary:
         folder = Path(temporary)
-        port = free_port()
-        process = start_server(args.model.resolve(), folder, port)
-        try:
-            wait_ready(port, process, folder / "gunicorn.log")
+        env = {
+            "CHESTX_MODEL": str(args.model.resolve()),
+            "DATABASE_URL": f"sqlite:///{folder / 'studies.db'}",
+            "CHESTX_LOG_LEVEL": "warning",
+        }  # on 127.0.0.1 only, the rate limit off (every client is 127.0.0.1)
+        with GunicornProcess(env, folder / "gunicorn.log") as server:
+            server.wait_ready(300)
             print(
-                f"ChestX on 127.0.0.1:{port} (gunicorn.conf.py, model {args.model}); "
+                f"ChestX on 127.0.0.1:{server.port} (gunicorn.conf.py, model {args.model}); "
                 f"{len(images)} real images; {os.cpu_count()} CPUs, load average "
                 f"{os.getloadavg()[0]:.2f} before the run",
                 flush=True,
             )
             result = run_load(
-                port,
-                process.pid,
+                server.port,
+                server.process.pid,
                 images,
                 args.clients,
                 args.duration,
@@ -326,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.sample,
                 args.max_growth,
             )
-            log = (folder / "gunicorn.log").read_text(errors="replace")
-        finally:
-            stop(process)
+            log = server.log_text()
     print(result.table())
     for marker in ("Traceback", "WORKER TIMEOUT", "SIGKILL"):
         if marker in log:

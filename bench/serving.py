@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import runpy
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,13 +27,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from inference import machine, print_table, timed_rounds  # noqa: E402
 
+from chestx.web.devserver import GunicornProcess, multipart, rss_mb  # noqa: E402
+
 COVID = REPO.parent / "shared" / "cxr" / "covid"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def jpegs(count: int) -> list[Path]:
@@ -45,16 +37,6 @@ def jpegs(count: int) -> list[Path]:
     files = sorted(p for p in COVID.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
     sized = [p for p in files if 1_000_000 <= p.stat().st_size <= 2_100_000]
     return (sized or files)[:count]
-
-
-def multipart(path: Path) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode()
-    body = head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 class Client:
@@ -87,24 +69,6 @@ class Client:
         return 0
 
 
-def worker_pids(master: int) -> list[int]:
-    import psutil
-
-    try:
-        return [child.pid for child in psutil.Process(master).children()]
-    except psutil.Error:
-        return []
-
-
-def rss_mb(pid: int) -> float:
-    import psutil
-
-    try:
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except psutil.Error:
-        return 0.0
-
-
 def gunicorn_settings() -> str:
     conf = runpy.run_path(str(REPO / "gunicorn.conf.py"))
     return ", ".join(f"{key}={conf.get(key)}" for key in ("workers", "worker_class", "threads"))
@@ -127,38 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     if not model_path.is_file():
         print(f"{model_path} not found: build one with `make demo-model`", file=sys.stderr)
         return 2
-    uploads = [multipart(p) for p in jpegs(6)]
-    port = free_port()
+    uploads = [multipart(p.read_bytes(), p.name, content_type="image/jpeg") for p in jpegs(6)]
     temporary = Path(tempfile.mkdtemp(prefix="chestx-bench-"))
-    env = dict(os.environ)
-    env.update(
-        {
-            "CHESTX_MODEL": str(model_path),
-            "PORT": str(port),
-            "CHESTX_BIND": "127.0.0.1",
-            "CHESTX_LOG_LEVEL": "warning",
-            "DATABASE_URL": f"sqlite:///{temporary / 'studies.db'}",
-            "CHESTX_CACHE": str(temporary / "cache"),
-            # The per-client rate limit (60 a minute by default) would refuse a load test from
-            # one address; everything else is as `make run` serves.
-            "CHESTX_RATE_LIMIT": "off",
-        }
-    )
-    log = open(temporary / "gunicorn.log", "w")  # noqa: SIM115 (closed at the end)
+    # On 127.0.0.1, with the per-client rate limit (60 a minute by default) off, as it would
+    # refuse a load test from one address; everything else is as `make run` serves.
+    env = {
+        "CHESTX_MODEL": str(model_path),
+        "CHESTX_LOG_LEVEL": "warning",
+        "DATABASE_URL": f"sqlite:///{temporary / 'studies.db'}",
+        "CHESTX_CACHE": str(temporary / "cache"),
+    }
     started = time.perf_counter()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py", "app:app"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = GunicornProcess(env, temporary / "gunicorn.log")
+    port = server.port
     try:
         first_answer = None
         client = Client(port)
         while time.perf_counter() - started < 120:
-            if server.poll() is not None:
-                print((temporary / "gunicorn.log").read_text()[-3000:], file=sys.stderr)
+            if server.process.poll() is not None:
+                print(server.log_text()[-3000:], file=sys.stderr)
                 return 1
             try:
                 if client.post(*uploads[0]) == 200:
@@ -228,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         for thread in threads:
             thread.start()
         while any(thread.is_alive() for thread in threads):
-            for pid in worker_pids(server.pid):
+            for pid in server.worker_pids():
                 peak[pid] = max(peak.get(pid, 0.0), rss_mb(pid))
             time.sleep(0.5)
         elapsed = time.perf_counter() - load_start
@@ -240,12 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = len(peak)
         worst_rss = max(peak.values()) if peak else 0.0
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop()
 
     settings = gunicorn_settings()
     print(f"machine: {machine()}; model {model_path} ({size} px); gunicorn: {settings}")

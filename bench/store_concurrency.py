@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CXR = REPO.parent / "shared" / "cxr"
 sys.path.insert(0, str(REPO))
+
+from chestx.web.devserver import GunicornProcess, multipart  # noqa: E402
 
 
 def sample_images(cxr: Path = CXR, count: int = 24) -> list[Path]:
@@ -55,24 +56,8 @@ def upload_plan(images: list[Path], total: int, seed: int = 0) -> list[Path]:
     return plan
 
 
-def _multipart(data: bytes, filename: str) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="override"\r\n\r\nyes\r\n'.encode(),
-        (
-            f"--{boundary}\r\n"
-            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
-        + data
-        + b"\r\n",
-        f"--{boundary}--\r\n".encode(),
-    ]
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 def post_upload(url: str, data: bytes, filename: str) -> tuple[int, dict]:
-    body, content_type = _multipart(data, filename)
+    body, content_type = multipart(data, filename, {"override": "yes"})
     request = urllib.request.Request(
         url + "/api/v1/predict", body, {"Content-Type": content_type}, method="POST"
     )
@@ -173,76 +158,28 @@ def measure(url: str, database_url: str, label: str, plan: list[Path], at_once: 
     )
 
 
-def start_server(
-    model: Path, database_url: str, port: int, log: Path, workers: int = 2
-) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CHESTX_MODEL": str(model),
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "CHESTX_BIND": "127.0.0.1",
-        "CHESTX_LOG_LEVEL": "warning",
-        "CHESTX_RATE_LIMIT": "off",  # 200 uploads from one address
+def start_server(model: Path, database_url: str, log: Path, workers: int = 2) -> GunicornProcess:
+    """ChestX under gunicorn, the rate limit off (200 uploads from one address)."""
+    return GunicornProcess(
+        {
+            "CHESTX_MODEL": str(model),
+            "DATABASE_URL": database_url,
+            "CHESTX_LOG_LEVEL": "warning",
+        },
+        log,
         # Two processes, four threads each: writers race across processes and threads.
-        "GUNICORN_CMD_ARGS": f"--workers {workers} --threads 4",
-    }
-    env.pop("CHESTX_SECRET_KEY", None)
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py", "app:app"],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+        gunicorn_args=f"--workers {workers} --threads 4",
     )
-
-
-def wait_ready(url: str, process: subprocess.Popen, log: Path, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"gunicorn did not answer /healthz in time:\n{log.read_text()}")
-        time.sleep(0.3)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_one(model: Path, database_url: str, label: str, uploads: int, at_once: int) -> Figures:
     plan = upload_plan(sample_images(), uploads)
-    with tempfile.TemporaryDirectory() as folder:
-        port = free_port()
-        log = Path(folder) / "gunicorn.log"
-        process = start_server(model, database_url, port, log)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, process, log)
-            return measure(url, database_url, label, plan, at_once)
-        finally:
-            stop(process)
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        start_server(model, database_url, Path(folder) / "gunicorn.log") as server,
+    ):
+        server.wait_ready()
+        return measure(server.url, database_url, label, plan, at_once)
 
 
 def fresh_postgres_database(admin_url: str) -> tuple[str, callable]:

@@ -3,14 +3,11 @@ browser and server tests, and real images to build uploads from."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from webhelpers import NIH_PNG, Server, free_port, start_gunicorn
+from webhelpers import NIH_PNG, gunicorn
 
 
 @pytest.fixture(scope="session")
@@ -60,38 +57,11 @@ def colour_photo() -> bytes:
 @pytest.fixture(scope="session")
 def gunicorn_server(tiny_model, tmp_path_factory):
     """ChestX under real gunicorn (gunicorn.conf.py) on a free localhost port."""
-    port = free_port()
     log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    process = start_gunicorn(
-        {
-            "CHESTX_MODEL": str(tiny_model),
-            "DATABASE_URL": f"sqlite:///{log.parent / 'server.db'}",
-            "PORT": str(port),
-            "CHESTX_BIND": "127.0.0.1",
-            "CHESTX_MAX_UPLOAD_MB": "5",
-        },
-        log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz in time:\n{log.read_text()}")
-            time.sleep(0.5)
-        yield Server(url, process, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {
+        "CHESTX_MODEL": str(tiny_model),
+        "DATABASE_URL": f"sqlite:///{log.parent / 'server.db'}",
+        "CHESTX_MAX_UPLOAD_MB": "5",
+    }
+    with gunicorn(env, log) as server:
+        yield server

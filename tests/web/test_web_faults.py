@@ -19,13 +19,9 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -35,103 +31,25 @@ from fuzz_inputs import dicom_bytes as fuzz_dicom
 from fuzz_inputs import huge_png, mutated, odd_images, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from webhelpers import COVID_JPEG, DICOM_M1, DICOM_M2, NIH_PNG, PATIENT_TAG_VALUE, REPO, free_port
+from webhelpers import (
+    COVID_JPEG,
+    DICOM_M1,
+    DICOM_M2,
+    NIH_PNG,
+    PATIENT_TAG_VALUE,
+    REPO,
+    gunicorn,
+)
+
+from chestx.web.devserver import GunicornProcess, multipart
 
 pytestmark = pytest.mark.slow
 
-GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+
+# --- a gunicorn of our own: each test starts one (webhelpers.gunicorn) ---------------------
 
 
-# --- a gunicorn of our own -----------------------------------------------------------------
-
-
-class Gunicorn:
-    def __init__(self, process: subprocess.Popen, port: int, log: Path):
-        self.process, self.port, self.log = process, port, log
-        self.url = f"http://127.0.0.1:{port}"
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def workers(self) -> list[int]:
-        """The worker pids: the master's children."""
-        pid = self.process.pid
-        try:
-            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-        except OSError:
-            return []
-
-    def wait_ready(self, seconds: float = 180, not_pid: int | None = None) -> int:
-        """Wait for /healthz (from a worker other than ``not_pid``); returns the worker pid."""
-        deadline = time.monotonic() + seconds
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.log_text()}")
-            workers = [w for w in self.workers() if w != not_pid]
-            if workers:
-                try:
-                    with urllib.request.urlopen(self.url + "/healthz", timeout=5) as response:
-                        if response.status == 200:
-                            return workers[0]
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer in time:\n{self.log_text()[-3000:]}")
-            time.sleep(0.3)
-
-
-@contextlib.contextmanager
-def gunicorn(env_extra: dict[str, str], log: Path, app: str = "app:app", args: str = ""):
-    port = free_port()
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CHESTX_RATE_LIMIT": "off",
-        "PORT": str(port),
-        "CHESTX_BIND": "127.0.0.1",
-        "GUNICORN_CMD_ARGS": args,
-        **env_extra,
-    }
-    env.pop("CHESTX_SECRET_KEY", None)
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            [GUNICORN, "--config", "gunicorn.conf.py", app],
-            cwd=REPO,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    server = Gunicorn(process, port, log)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def multipart(data: bytes, filename: str, **fields: str) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    safe = filename.replace('"', "%22").replace("\r", " ").replace("\n", " ")
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n".encode("utf-8", "replace")
-        + data
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-def request(server: Gunicorn, method: str, path: str, body=None, headers=None, timeout=60):
+def request(server: GunicornProcess, method: str, path: str, body=None, headers=None, timeout=60):
     """(status, headers, body bytes); status 0 and the error's name when the connection broke."""
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
@@ -144,8 +62,10 @@ def request(server: Gunicorn, method: str, path: str, body=None, headers=None, t
         connection.close()
 
 
-def upload(server: Gunicorn, data: bytes, filename: str = "chest.png", path="/api/v1/predict"):
-    body, content_type = multipart(data, filename, override="yes")
+def upload(
+    server: GunicornProcess, data: bytes, filename: str = "chest.png", path="/api/v1/predict"
+):
+    body, content_type = multipart(data, filename, {"override": "yes"})
     return request(server, "POST", path, body, {"Content-Type": content_type})
 
 
@@ -195,7 +115,7 @@ def test_a_worker_killed_mid_request(tiny_model, tmp_path, cxr_dir, artifacts_di
         {"CHESTX_MODEL": str(tiny_model), "DATABASE_URL": f"sqlite:///{database}"},
         tmp_path / "gunicorn.log",
     ) as server:
-        worker = server.workers()[0]
+        worker = server.worker_pids()[0]
         results: list[tuple[int, bytes]] = []
         stop = threading.Event()
 
@@ -338,7 +258,7 @@ def test_database_down_then_back(tiny_model, tmp_path, cxr_dir, artifacts_dir):
             {"CHESTX_MODEL": str(tiny_model), "DATABASE_URL": url}, tmp_path / "gunicorn.log"
         ) as server,
     ):
-        worker = server.workers()[0]
+        worker = server.worker_pids()[0]
         status, _, body = upload(server, images[0])
         assert status == 200, body[:300]
         stop()
@@ -354,7 +274,7 @@ def test_database_down_then_back(tiny_model, tmp_path, cxr_dir, artifacts_dir):
         status, headers, home = request(server, "GET", "/")
         token = home.decode().split('name="csrf_token" value="')[1].split('"')[0]
         cookie = headers["Set-Cookie"].split(";")[0]
-        body_form, content_type = multipart(images[1], "down.jpg", csrf_token=token)
+        body_form, content_type = multipart(images[1], "down.jpg", {"csrf_token": token})
         status, _, page = request(
             server, "POST", "/", body_form, {"Content-Type": content_type, "Cookie": cookie}
         )
@@ -374,7 +294,7 @@ def test_database_down_then_back(tiny_model, tmp_path, cxr_dir, artifacts_dir):
         assert json.loads(body)["study"]["reused"] is False
         status, _, listing = request(server, "GET", "/api/v1/studies")
         assert status == 200 and json.loads(listing)["total"] == 2  # nothing half-saved
-        assert server.workers() == [worker], "the worker never crashed"
+        assert server.worker_pids() == [worker], "the worker never crashed"
         log = server.log_text()
     assert "database unavailable on POST /api/v1/predict: OperationalError" in log
     assert "Traceback" not in log
@@ -595,7 +515,7 @@ def test_hostile_files_over_http_leave_the_worker_alive(hostile_server, cxr_dir,
     gunicorn: every answer a 2xx or a 4xx with a message, within 60 s, and the same worker
     answers afterwards (no crash, no restart)."""
     server = hostile_server
-    worker = server.workers()[0]
+    worker = server.worker_pids()[0]
     outcomes: Counter = Counter()
     lines = []
 
@@ -625,7 +545,7 @@ def test_hostile_files_over_http_leave_the_worker_alive(hostile_server, cxr_dir,
         check(data, filename)
 
     burst()
-    assert server.workers() == [worker], "the worker crashed or was restarted"
+    assert server.worker_pids() == [worker], "the worker crashed or was restarted"
     status, _, _ = request(server, "GET", "/healthz")
     assert status == 200
     log = server.log_text()

@@ -7,10 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from webhelpers import REPO, free_port, start_gunicorn
+from webhelpers import REPO
 
 from chestx.errors import ConfigError, ModelError
 from chestx.web.config import from_env
+from chestx.web.devserver import GunicornProcess
 
 
 def test_defaults():
@@ -54,13 +55,8 @@ def test_gunicorn_exits_nonzero_with_the_message(tmp_path, tiny_model):
     broken.write_bytes(b"this is not an HDF5 file")
     (tmp_path / "model.json").write_bytes(tiny_model.with_name("model.json").read_bytes())
     log = tmp_path / "gunicorn.log"
-    process = start_gunicorn({"CHESTX_MODEL": str(broken), "PORT": str(free_port())}, log)
-    try:
-        code = process.wait(timeout=180)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with GunicornProcess({"CHESTX_MODEL": str(broken)}, log) as server:
+        code = server.process.wait(timeout=180)
     text = log.read_text()
     assert code == 4, text  # gunicorn's "App failed to load": the master stops
     assert "ChestX can't start" in text, text

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from studyhelpers import BACKENDS, fresh_database, store_concurrency
 from test_web_browser import CHROMIUM, CHROMIUM_ARGS
-from webhelpers import COVID_JPEG, NIH_PNG, free_port
+from webhelpers import COVID_JPEG, NIH_PNG
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +41,11 @@ def test_concurrent_uploads_lose_and_duplicate_nothing(
 @pytest.fixture(scope="module")
 def worklist_server(tiny_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("worklist")
-    port = free_port()
+    database = f"sqlite:///{folder / 'studies.db'}"
     log = folder / "gunicorn.log"
-    process = store_concurrency.start_server(
-        tiny_model, f"sqlite:///{folder / 'studies.db'}", port, log, workers=1
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        store_concurrency.wait_ready(url, process, log)
-        yield url
-    finally:
-        store_concurrency.stop(process)
+    with store_concurrency.start_server(tiny_model, database, log, workers=1) as server:
+        server.wait_ready()
+        yield server.url
 
 
 @pytest.fixture(scope="module")

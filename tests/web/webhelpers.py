@@ -1,4 +1,4 @@
-"""Helpers for the web tests: posting uploads, building odd files, starting gunicorn.
+"""Helpers for the web tests: posting uploads, building odd files, real gunicorn.
 
 Kept out of conftest.py so test modules can import them (`from webhelpers import ...`: pytest
 puts tests/web on sys.path, as it has no __init__.py).
@@ -6,16 +6,17 @@ puts tests/web on sys.path, as it has no __init__.py).
 
 from __future__ import annotations
 
+import contextlib
 import io
-import os
 import re
-import socket
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from chestx.web.devserver import GunicornProcess
 
 REPO = Path(__file__).resolve().parents[2]
 NIH_PNG = "nih/00000001_000.png"
@@ -103,31 +104,15 @@ def dicom_bytes(modality: str = "CR", pixels: np.ndarray | None = None, **tags) 
     return buffer.getvalue()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, url: str, process: subprocess.Popen, log: Path):
-        self.url = url
-        self.process = process
-        self.log = log
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def start_gunicorn(env_extra: dict[str, str], log: Path) -> subprocess.Popen:
-    # Unthrottled unless a test asks for a limit: the suite posts many uploads from 127.0.0.1.
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CHESTX_RATE_LIMIT": "off", **env_extra}
-    env.pop("CHESTX_SECRET_KEY", None)
-    handle = log.open("wb")
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--config", "gunicorn.conf.py", "app:app"],
-        cwd=REPO,
-        env=env,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
+@contextlib.contextmanager
+def gunicorn(env_extra: dict[str, str], log: Path, **options) -> Iterator[GunicornProcess]:
+    """ChestX under real gunicorn (chestx.web.devserver), answering /healthz; stopped after.
+    A server that exits or doesn't answer in 180 s fails the test with gunicorn's log.
+    GUNICORN_CMD_ARGS is ``gunicorn_args`` (none unless given), never this environment's."""
+    options.setdefault("gunicorn_args", "")
+    with GunicornProcess(env_extra, log, **options) as server:
+        try:
+            server.wait_ready()
+        except RuntimeError as error:
+            pytest.fail(str(error))
+        yield server
