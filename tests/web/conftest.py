@@ -65,3 +65,31 @@ def gunicorn_server(tiny_model, tmp_path_factory):
     }
     with gunicorn(env, log) as server:
         yield server
+
+
+# --- Debian's Chromium, driven by Playwright ---------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Flags for a sandboxed CI machine with no network but loopback.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium (never a downloaded browser), shared by the browser tests."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -8,7 +8,6 @@ import urllib.request
 
 import pytest
 from studyhelpers import BACKENDS, fresh_database, store_concurrency
-from test_web_browser import CHROMIUM, CHROMIUM_ARGS
 from webhelpers import COVID_JPEG, NIH_PNG
 
 pytestmark = pytest.mark.slow
@@ -46,18 +45,6 @@ def worklist_server(tiny_model, tmp_path_factory):
     with store_concurrency.start_server(tiny_model, database, log, workers=1) as server:
         server.wait_ready()
         yield server.url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _api(url: str) -> dict:
