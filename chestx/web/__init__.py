@@ -21,6 +21,7 @@ from chestx.web.config import FIXED, from_env
 from chestx.web.errors import register_error_handlers
 from chestx.web.security import csrf, init_rate_limit, init_security
 from chestx.web.store import ResultStore
+from chestx.web.upload import UploadRequest
 
 #: templates/ and static/ live at the top of the repository, beside app.py.
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
         instance_path=str(ROOT / "instance"),
     )
+    app.request_class = UploadRequest
     app.config.update(from_env())
     app.config.update(config or {})
     app.config.update(FIXED)

@@ -1,6 +1,15 @@
-"""Reading the uploaded file out of a request: the bytes only, never its name."""
+"""Reading the uploaded file out of a request: the bytes only, never its name.
+
+Two ways to send a file:
+- multipart/form-data with a ``file`` field (the HTML form, ``curl -F file=@x.jpg``);
+- to the API only, the file itself as the body, with its own type (``curl --data-binary @x.jpg
+  -H 'Content-Type: image/jpeg'``): no form encoding to parse, the fastest way in.
+"""
 
 from __future__ import annotations
+
+import io
+from typing import IO
 
 from flask import Request
 
@@ -8,10 +17,45 @@ from chestx.errors import ImageError
 
 FIELD = "file"
 TRUE_WORDS = frozenset({"1", "yes", "true", "on"})
+#: Body types taken as the file itself.
+RAW_TYPES = frozenset({"application/octet-stream", "application/dicom"})
+#: Uploads up to this size are parsed into memory (MAX_CONTENT_LENGTH, 20 MB by default, bounds
+#: them); larger ones, if configured, go to an anonymous temporary file as Werkzeug does.
+IN_MEMORY_BYTES = 64 * 1024 * 1024
+
+
+class UploadRequest(Request):
+    """Flask's request, with multipart file parts kept in memory.
+
+    Werkzeug writes any part over 500 kB to a temporary file: a chest X-ray upload would touch
+    the disk (patient data) and cost a write and a read-back on every request."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        if total_content_length is not None and total_content_length <= IN_MEMORY_BYTES:
+            return io.BytesIO()
+        return super()._get_file_stream(
+            total_content_length, content_type, filename, content_length
+        )
+
+
+def is_raw_upload(request: Request) -> bool:
+    """True when the body is the file itself (an image/* or DICOM type), not a form."""
+    return request.mimetype in RAW_TYPES or request.mimetype.startswith("image/")
 
 
 def upload_bytes(request: Request) -> bytes:
-    """The bytes of the ``file`` field. The client's file name is ignored: it may name a patient."""
+    """The uploaded file's bytes. The client's file name is ignored: it may name a patient."""
+    if is_raw_upload(request):
+        data = request.get_data(cache=False)
+        if not data:
+            raise ImageError("the request body is empty: send the image file as the body", 400)
+        return data
     upload = request.files.get(FIELD)
     data = upload.read() if upload is not None else b""
     if not data:

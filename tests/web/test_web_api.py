@@ -84,3 +84,46 @@ def test_gate_refusal_and_override(client, colour_photo):
     assert forced.status_code == 200
     assert forced.json["gate"]["overridden"] is True
     assert any("analysed anyway" in w for w in forced.json["warnings"])
+
+
+def test_the_file_as_the_request_body_gets_the_same_answer_as_a_form(client, cxr_dir):
+    """`curl --data-binary @x.jpg -H 'Content-Type: image/jpeg'`: no form to parse."""
+    jpeg = next(p for p in sorted((cxr_dir / "covid").glob("*.jpg")) if p.stat().st_size > 1e6)
+    data = jpeg.read_bytes()
+    raw = client.post("/api/v1/predict", data=data, content_type="image/jpeg")
+    form = post_api(client, data, "x.jpg")
+    assert raw.status_code == 200 and form.status_code == 200
+    assert raw.json["probabilities"] == form.json["probabilities"]
+    assert raw.json["image"] == {"format": "JPEG", "width": 2000, "height": 2000}
+    dicom = next(cxr_dir.rglob("*.dcm")).read_bytes()
+    answer = client.post("/api/v1/predict", data=dicom, content_type="application/dicom")
+    assert answer.status_code == 200 and answer.json["image"]["format"] == "DICOM"
+
+
+def test_a_bad_request_body_gets_a_clear_error(client):
+    empty = client.post("/api/v1/predict", data=b"", content_type="image/jpeg")
+    assert empty.status_code == 400 and "body is empty" in empty.json["error"]
+    text = client.post("/api/v1/predict", data=b"hello " * 100, content_type="image/png")
+    assert text.status_code == 415
+    truncated = client.post(
+        "/api/v1/predict",
+        data=b"\xff\xd8\xff\xe0" + b"\0" * 50,
+        content_type="application/octet-stream",
+    )
+    assert truncated.status_code in (400, 415)
+    assert "Traceback" not in truncated.get_data(as_text=True)
+
+
+def test_a_large_form_upload_never_touches_a_temporary_file(client, cxr_dir, monkeypatch):
+    """Werkzeug spools parts over 500 kB to disk; ChestX keeps uploads (patient images) in
+    memory."""
+    from werkzeug import formparser
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was written to a temporary file")
+
+    # Werkzeug's default stream factory makes its files through these two names.
+    monkeypatch.setattr(formparser, "SpooledTemporaryFile", no_disk, raising=False)
+    monkeypatch.setattr(formparser, "TemporaryFile", no_disk, raising=False)
+    jpeg = next(p for p in sorted((cxr_dir / "covid").glob("*.jpg")) if p.stat().st_size > 1e6)
+    assert post_api(client, jpeg.read_bytes(), "x.jpg").status_code == 200
