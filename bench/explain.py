@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     name = image.top_findings(1)[0]
 
     def served_png():
-        overlay_png(image.display_pixels, analyser.gradcam.map(x, name), max_side=MAP_SIDE)
+        overlay_png(image.display_pixels(), analyser.gradcam.map(x, name), max_side=MAP_SIDE)
 
     def page():
         start = time.perf_counter()

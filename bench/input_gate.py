@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from chestx.gate import check  # noqa: E402
 from chestx.imaging import read_image  # noqa: E402
-from chestx.web.analysis import DECODE_SIZE  # noqa: E402
+from chestx.network import DEFAULT_IMAGE_SIZE  # noqa: E402
 
 WORDS = [
     *[
@@ -227,9 +227,10 @@ def negatives() -> dict[str, bytes]:
     return out
 
 
-def verdict_for(source: bytes | Path):
-    """Read a file exactly as the web app does, then ask the gate."""
-    return check(read_image(source, min_size=DECODE_SIZE))
+def verdict_for(source: bytes | Path, image_size: int = DEFAULT_IMAGE_SIZE):
+    """Read a file exactly as the web app does for a model of that input size, then ask the
+    gate (a large JPEG is decoded at reduced scale, as the app and training both do)."""
+    return check(read_image(source, min_size=image_size))
 
 
 def main() -> int:

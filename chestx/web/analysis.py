@@ -1,10 +1,12 @@
 """One upload, start to finish: decode, gate, predict; Grad-CAM maps later, on request.
 
 The page and the JSON API both call ``Analyser.analyse``, so they can't disagree about what an
-upload means. Model calls run one at a time (``_model_lock``): ONNX Runtime already uses every
-core for one image, so two at once only make both slower; decoding, the gate and preprocessing
-of other uploads run outside the lock, overlapping the model. The large JPEG is decoded once,
-straight at the reduced scale the display needs (DCT scaling), and preprocessed once.
+upload means. The predictor schedules model calls onto the cores (chestx.session_pool): a lone
+upload gets every core, concurrent uploads one core each; decoding, the gate and preprocessing
+of other uploads run beside them in gunicorn's other threads. A large JPEG is decoded
+straight at the reduced scale the model needs (DCT scaling), exactly as training reads it
+(``load_for_model``); the larger copy shown on the result page is decoded only when the page
+asks for it.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from chestx.imaging import Radiograph, preprocess, read_image, to_display_png
 from chestx.inference import Prediction, Predictor
 from chestx.web.heatmaps import GradCamMaps
 
-#: JPEGs are decoded at a reduced scale (1/2, 1/4 or 1/8, in the decoder) but at least this
-#: size: twice the model's 224 px input, above the gate's 256 px analysis size and about the
-#: 512 px of the maps. A 2000 px chest JPEG decodes at 1/4 (500 px): 40 % less work per upload
-#: than at 1/2 (decoding, the gate and the display copy), which bench/serving.py measures.
-DECODE_SIZE = 448
+#: The copy shown on the result page and under the heat maps is decoded at a reduced scale
+#: (1/2, 1/4 or 1/8, in the JPEG decoder) of at least this size, about the 512 px of the maps.
+#: It is made on first request: an API client that never fetches an image never pays for it.
+DISPLAY_DECODE_SIZE = 448
 #: Largest side of the image kept for display and heat maps.
 DISPLAY_SIDE = 768
 MAP_SIDE = 512
@@ -62,8 +63,11 @@ class Analysis:
     image_format: str
     original_size: tuple[int, int]
     seconds_total: float
-    display_pixels: np.ndarray
     model_input: np.ndarray
+    #: The uploaded bytes, in memory only, for the display copy (None once it is made).
+    upload: bytes | None
+    #: Greyscale pixels for display and heat maps; decoded from ``upload`` on first use.
+    _display_pixels: np.ndarray | None = None
     _image_png: bytes | None = None
     _maps: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -74,6 +78,18 @@ class Analysis:
     def top_findings(self, count: int = 3) -> list[str]:
         """The most probable observations other than "No Finding" (which has no location)."""
         return [name for name, _ in self.ranked() if name != "No Finding"][:count]
+
+    def display_pixels(self) -> np.ndarray:
+        """The image as shown (at most DISPLAY_SIDE a side), decoded once, on first use."""
+        with self._lock:
+            return self._display_locked()
+
+    def _display_locked(self) -> np.ndarray:
+        if self._display_pixels is None:
+            pixels = read_image(self.upload, min_size=DISPLAY_DECODE_SIZE).pixels
+            self._display_pixels = _shrink(pixels, DISPLAY_SIDE)
+            self.upload = None  # the pixels replace the bytes: keep one copy, not two
+        return self._display_pixels
 
 
 def _shrink(pixels: np.ndarray, side: int) -> np.ndarray:
@@ -90,34 +106,36 @@ class Analyser:
     def __init__(self, predictor: Predictor):
         self.predictor = predictor
         self.gradcam = GradCamMaps(predictor)
-        self._model_lock = threading.Lock()
 
     @property
     def card(self):
         return self.predictor.card
 
     def warm_up(self) -> None:
-        """Run the model once at start-up so the first user doesn't pay its first-call cost.
+        """Run the model once at start-up so the first user doesn't pay its first-call cost,
+        then build the one-core sessions for concurrent uploads in the background.
 
         Grad-CAM isn't warmed: on ONNX Runtime a map is a forward pass plus numpy (nothing to
         trace), and its TensorFlow fallback would import TensorFlow (seconds) at start-up."""
         size = self.predictor.image_size
         blank = np.zeros((size, size, 3), dtype=np.float32)
-        with self._model_lock:
-            self.predictor.predict_batch(blank[None])
+        self.predictor.predict_batch(blank[None])
+        self.predictor.prepare_for_load()
 
     def analyse(self, data: bytes, override: bool = False) -> Analysis:
         """Decode and check an upload, then predict. Raises ImageError (GateRefusal: 422)."""
         start = time.perf_counter()
-        radiograph = read_image(data, min_size=max(DECODE_SIZE, 2 * self.predictor.image_size))
+        # The scale training reads at (load_for_model): a 2000 px JPEG decodes at 1/8, 250 px.
+        radiograph = read_image(data, min_size=self.predictor.image_size)
         verdict = gate.check(radiograph)
         if not verdict.passed and not override:
             log.info("upload refused by the input gate (%s)", radiograph.format)
             raise GateRefusal(verdict)
         model_input = preprocess(radiograph.pixels, self.predictor.image_size)
-        display_pixels = _shrink(radiograph.pixels, DISPLAY_SIDE)
-        with self._model_lock:
-            prediction = self.predictor.predict_image(model_input)
+        # A JPEG decoded at reduced scale is decoded again, larger, if the page shows it; any
+        # other image was decoded in full, so its display copy is made now and the bytes dropped.
+        reduced = radiograph.pixels.shape[::-1] != radiograph.original_size
+        prediction = self.predictor.predict_image(model_input)
         analysis = Analysis(
             prediction=prediction,
             verdict=verdict,
@@ -126,8 +144,9 @@ class Analyser:
             image_format=radiograph.format,
             original_size=radiograph.original_size,
             seconds_total=time.perf_counter() - start,
-            display_pixels=display_pixels,
             model_input=model_input,
+            upload=data if reduced else None,
+            _display_pixels=None if reduced else _shrink(radiograph.pixels, DISPLAY_SIDE),
         )
         width, height = radiograph.original_size
         log.info(
@@ -173,7 +192,7 @@ class Analyser:
         """The upload re-encoded as a plain PNG: no metadata of the original file survives."""
         with analysis._lock:
             if analysis._image_png is None:
-                analysis._image_png = to_display_png(analysis.display_pixels, DISPLAY_SIDE)
+                analysis._image_png = to_display_png(analysis._display_locked(), DISPLAY_SIDE)
             return analysis._image_png
 
     def heatmap_png(self, analysis: Analysis, observation: str) -> bytes:
@@ -182,8 +201,7 @@ class Analyser:
             cached = analysis._maps.get(observation)
             if cached is not None:
                 return cached
-            with self._model_lock:
-                cam = self.gradcam.map(analysis.model_input, observation)
-            png = overlay_png(analysis.display_pixels, cam, max_side=MAP_SIDE)
+            cam = self.gradcam.map(analysis.model_input, observation)
+            png = overlay_png(analysis._display_locked(), cam, max_side=MAP_SIDE)
             analysis._maps[observation] = png
             return png
