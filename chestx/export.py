@@ -33,6 +33,7 @@ import numpy as np
 
 from chestx.errors import ModelError
 from chestx.network import LAST_CONV_LAYER, OUTPUT_LAYER
+from chestx.session_pool import SessionPool
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +223,19 @@ def gradcam_from_features(
 
 
 class ServedModel:
-    """An ONNX Runtime session over the exported graph, plus the head for Grad-CAM."""
+    """The exported graph on ONNX Runtime, plus the head for Grad-CAM.
 
-    def __init__(self, path: Path, session, source_sha256: str, head, check: dict):
+    Calls go through a SessionPool: all cores for a lone request, one core per request under
+    load (chestx.session_pool). ``session`` is the all-cores one."""
+
+    def __init__(
+        self,
+        path: Path,
+        session,
+        source_sha256: str,
+        head,
+        check: dict,
+    ):
         self.path = path
         self.session = session
         self.source_sha256 = source_sha256
@@ -235,17 +246,28 @@ class ServedModel:
         outputs = {output.name: output.shape for output in session.get_outputs()}
         self.num_outputs = int(outputs[PREDICTIONS][-1])
         self.has_features = FEATURES in outputs
+        cores = session.get_session_options().intra_op_num_threads
+        self.pool = SessionPool(self._warm_session, cores, wide=session)
+
+    def _warm_session(self, threads: int):
+        """A new session over the same file, run once (its first call allocates its memory)."""
+        session = make_session(self.path, threads)
+        blank = np.zeros((1, self.image_size, self.image_size, 3), dtype=np.float32)
+        session.run([PREDICTIONS], {INPUT_NAME: blank})
+        return session
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=np.float32)
-        return self.session.run([PREDICTIONS], {INPUT_NAME: images})[0]
+        with self.pool.session() as session:
+            return session.run([PREDICTIONS], {INPUT_NAME: images})[0]
 
     def gradcam(self, image: np.ndarray, output_index: int) -> np.ndarray:
         """The Grad-CAM map in [0, 1] on the feature grid, from one forward pass."""
         if self.head is None or not self.has_features:
             raise ModelError("this ONNX model has no Grad-CAM head")
         batch = np.ascontiguousarray(np.asarray(image, dtype=np.float32)[None])
-        features = self.session.run([FEATURES], {INPUT_NAME: batch})[0][0]
+        with self.pool.session() as session:
+            features = session.run([FEATURES], {INPUT_NAME: batch})[0][0]
         return gradcam_from_features(features, self.head, output_index)
 
 

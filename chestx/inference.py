@@ -45,6 +45,9 @@ def card_path_for(model_path: Path) -> Path:
 class Predictor:
     """model.h5 and its card, loaded once per process, served by ONNX Runtime.
 
+    Safe to call from many threads: ONNX Runtime calls are scheduled onto the cores by the
+    served model's SessionPool, TensorFlow calls run one at a time.
+
     ``runtime``: "auto" (default; ``$CHESTX_RUNTIME`` overrides) serves the ONNX form of
     model.h5 (chestx.export), converting it first if it is missing or stale, and falls back to
     TensorFlow only if conversion fails; "onnx" never falls back; "tensorflow" is the Keras
@@ -73,7 +76,7 @@ class Predictor:
             self.runtime = "tensorflow"
             model = self.model
             check_card(self.card, int(model.output_shape[-1]), int(model.input_shape[1]))
-            self._call = _compiled_call(model)
+            self._call = _one_at_a_time(_compiled_call(model))
 
     def _load_served(self, strict: bool):
         from chestx import export
@@ -90,6 +93,12 @@ class Predictor:
                 ) from None
         log.warning("serving %s with TensorFlow: no ONNX form could be made", self.model_path)
         return None
+
+    def prepare_for_load(self) -> None:
+        """Build the one-core sessions that serve requests side by side under load (in the
+        background). The web app calls this; a command-line run never needs them."""
+        if self.served is not None:
+            self.served.pool.start_narrow()
 
     @property
     def model(self):
@@ -148,6 +157,17 @@ def _load_keras(path: Path):
             f"model file {path} can't be loaded ({type(error).__name__}: {error}"[:300]
             + f"): {HOW_TO_GET_A_MODEL}"
         ) from None
+
+
+def _one_at_a_time(call):
+    """TensorFlow already uses every core for one call: two at once only slow both down."""
+    lock = threading.Lock()
+
+    def locked(images):
+        with lock:
+            return call(images)
+
+    return locked
 
 
 def _compiled_call(model):

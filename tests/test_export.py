@@ -207,3 +207,19 @@ def test_feature_cache_runs_the_backbone_on_onnx_once(demo_dataset, tmp_path, mo
     again = features.FeatureCache(tmp_path, None, 64, seed=0)
     assert np.array_equal(again.features(paths, progress=False), got)
     assert again.computed == 0  # every vector came from disk
+
+
+def test_concurrent_calls_on_one_core_sessions_give_the_same_probabilities(predictor, real_images):
+    """Under load the pool runs calls on one-thread sessions: same numbers as the wide one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    served = predictor.served
+    alone = [predictor.predict_batch(image[None])[0] for image in real_images]
+    served.pool.start_narrow(background=False)
+    narrow_before = served.pool.calls["narrow"]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        together = list(
+            pool.map(lambda image: predictor.predict_batch(image[None])[0], real_images)
+        )
+    assert served.pool.calls["narrow"] > narrow_before
+    np.testing.assert_allclose(np.stack(together), np.stack(alone), atol=1e-5, rtol=0)
