@@ -68,6 +68,56 @@ def timed_rounds(runners: dict, rounds: int, calls: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def side_by_side(calls: list, seconds: float) -> float:
+    """Calls per second when each of ``calls`` loops in its own thread for ``seconds``."""
+    import threading
+
+    for call in calls:
+        call()  # first call: allocations
+    counts = [0] * len(calls)
+    stop = time.perf_counter() + seconds
+
+    def loop(index: int) -> None:
+        while time.perf_counter() < stop:
+            calls[index]()
+            counts[index] += 1
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(len(calls))]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def bare_throughput(served, seconds: float) -> dict[str, float]:
+    """The served model's images/s without the server: one all-cores session called in a loop
+    at batch 1 and 8, and one one-thread session per core called side by side (what the
+    SessionPool does under load). The best of these is the baseline a server is held to."""
+    import numpy as np
+
+    from chestx import export
+
+    size = served.image_size
+    rng = np.random.default_rng(0)
+    one = rng.normal(0, 1, (1, size, size, 3)).astype(np.float32)
+    eight = rng.normal(0, 1, (8, size, size, 3)).astype(np.float32)
+    wide = served.session
+    narrow = [export.make_session(served.path, 1) for _ in range(served.pool.cores)]
+
+    def run(session, images):
+        return lambda: session.run(["predictions"], {"image": images})
+
+    return {
+        "batch 1": side_by_side([run(wide, one)], seconds),
+        "batch 8": 8 * side_by_side([run(wide, eight)], seconds),
+        f"{len(narrow)} one-thread sessions": side_by_side(
+            [run(session, one) for session in narrow], seconds
+        ),
+    }
+
+
 def real_images(size: int, count: int):
     import numpy as np
 
@@ -130,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     t8 = timed_rounds(runners8, rounds, max(1, calls // 2))
     gflop = gflop_per_image(size)
 
+    throughput = bare_throughput(predictor.served, 3.0 if args.quick else 8.0)
+    plain_batch1 = side_by_side([lambda: plain_run(batch1)], 3.0 if args.quick else 8.0)
+    pooled_name = next(name for name in throughput if "one-thread" in name)
+
     images = real_images(size, 8)
     served_out = predictor.predict_batch(images)
     worst = None
@@ -167,6 +221,14 @@ def main(argv: list[str] | None = None) -> int:
             "100",
             f"{gflop / t1['served'] / 100:.2f}x",
             ">= 1.00x",
+        ),
+        (
+            f"throughput, {pooled_name} side by side (img/s)",
+            f"{throughput[pooled_name]:.1f}",
+            "plain ONNX Runtime, batch 1",
+            f"{plain_batch1:.1f}",
+            f"{throughput[pooled_name] / plain_batch1:.2f}x",
+            "(under load)",
         ),
         (
             "batch-1 latency, spinning threads (ms)",
