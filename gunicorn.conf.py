@@ -1,18 +1,20 @@
 """gunicorn settings for ChestX: `make serve` runs `gunicorn --config gunicorn.conf.py app:app`.
 
 Sized for a 2-core machine (bench/serving.py measures it; docs/performance.md has the figures).
-The model runs on ONNX Runtime with one intra-op thread per core, one call at a time: DenseNet121
-at batch 1 already uses both cores at close to their peak, so more processes would not make a
-prediction faster; they would multiply memory and fight over the same cores. One worker with a
-few threads lets the decoding, checking and preprocessing of other uploads (and pages, static
-files, /healthz) run while a prediction is in the model, so the model never waits for input.
+The model runs on OpenVINO (else ONNX Runtime) through a SessionPool (chestx/session_pool.py):
+a lone upload gets every core, which is the fastest answer for one image; concurrent uploads get
+one core each, side by side, which gets more images per second through than taking turns on
+all cores. More processes would not make a prediction faster; they would multiply memory and
+fight over the same cores. One worker with a few threads lets the decoding, checking and
+preprocessing of other uploads (and pages, static files, /healthz) run while predictions are
+in the model, so the model never waits for input.
 
 One worker is also what the in-memory result cache wants: the result page and its images reach
 the process that analysed the upload. To scale up on a bigger machine, raise `workers` with
 CHESTX_THREADS=<cores per worker> so workers don't oversubscribe the cores.
 
-No preload_app: each worker opens its own ONNX Runtime session (half a second, no TensorFlow:
-the first answer comes within about 3 s of starting), never per request.
+No preload_app: each worker compiles its own model (under a second with OpenVINO's cache in
+.cache/openvino, no TensorFlow: the first answer comes within 3 s of starting), never per request.
 """
 
 import os

@@ -1,4 +1,5 @@
-"""The served form of a model: model.h5 converted to ONNX, checked against it, run by ONNX Runtime.
+"""The served form of a model: model.h5 converted to ONNX, checked against it, run by OpenVINO
+or ONNX Runtime (chestx.runtimes).
 
 model.h5 + model.json stay the artifacts (the notebook and ``chestx train`` write them). Serving
 derives ``model.onnx`` beside model.h5 (or under ``$CHESTX_CACHE/onnx/`` when that folder is
@@ -6,12 +7,12 @@ read-only) with tf2onnx, and only keeps it if its outputs equal Keras's to 1e-4 
 and random inputs. The ONNX file records the sha256 of the model.h5 it came from, so a new
 model.h5 makes it stale and it is converted again.
 
-Why: on a 2-core AVX2 CPU ONNX Runtime runs DenseNet121 at batch 1 in about 47 ms against 83 ms
-for a Keras ``tf.function``, and ``import onnxruntime`` plus a session take 0.5 s against about
-12 s for TensorFlow, model and first call. Serving never imports TensorFlow: the ONNX graph also
-returns the last feature maps ('relu'), and Grad-CAM's gradient through the small dense head is
-computed here in numpy (exact: global average pooling spreads the pooled gradient evenly over
-the 7 x 7 grid), so a map costs one forward pass.
+Why: on a 2-core AVX2 CPU OpenVINO runs DenseNet121 at batch 1 in about 52 ms and ONNX Runtime
+in 60 ms, against 83-100 ms for a Keras ``tf.function``; importing either runtime and compiling
+the graph take under 1 s, against about 12 s for TensorFlow, model and first call. Serving never
+imports TensorFlow: the ONNX graph also returns the last feature maps ('relu'), and Grad-CAM's
+gradient through the small dense head is computed here in numpy (exact: global average pooling
+spreads the pooled gradient evenly over the 7 x 7 grid), so a map costs one forward pass.
 
 ``chestx train`` / ``chestx demo-model`` convert at the end, ``chestx export-onnx`` on demand;
 ``Predictor`` converts at start-up only when no fresh ONNX file exists (logged, needs TF).
@@ -31,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from chestx import runtimes
 from chestx.errors import ModelError
 from chestx.network import LAST_CONV_LAYER, OUTPUT_LAYER
+from chestx.runtimes import Graph, physical_cores
 from chestx.session_pool import SessionPool
 
 log = logging.getLogger(__name__)
@@ -66,52 +69,6 @@ def served_candidates(model_path: str | Path, digest: str) -> list[Path]:
     """Where the ONNX form of ``model_path`` may live: beside it, then in the cache."""
     model_path = Path(model_path)
     return [model_path.with_suffix(".onnx"), cache_root() / f"{digest[:24]}.onnx"]
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use: one ONNX Runtime thread each (SMT siblings only
-    contend for the same vector units)."""
-    configured = os.environ.get("CHESTX_THREADS")
-    if configured:
-        return max(1, int(configured))
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
-    try:
-        import psutil
-
-        usable = min(usable, psutil.cpu_count(logical=False) or usable)
-    except ImportError:
-        pass
-    return max(1, usable)
-
-
-def session_options(threads: int | None = None, spinning: bool = False):
-    """ONNX Runtime settings for serving (bench/inference.py compares them).
-
-    Threads that spin while waiting for work win a few per cent on an idle machine but burn the
-    cores that decoding other uploads (or other programs) need; they are off by default."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or physical_cores()
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.log_severity_level = 3
-    return options
-
-
-def make_session(source: str | Path | bytes, threads: int | None = None, spinning: bool = False):
-    import onnxruntime as ort
-
-    if isinstance(source, Path):
-        source = str(source)
-    return ort.InferenceSession(
-        source, sess_options=session_options(threads, spinning), providers=["CPUExecutionProvider"]
-    )
 
 
 # --- the head's gradient, for Grad-CAM without TensorFlow ----------------------------------
@@ -223,35 +180,35 @@ def gradcam_from_features(
 
 
 class ServedModel:
-    """The exported graph on ONNX Runtime, plus the head for Grad-CAM.
+    """The exported graph on OpenVINO or ONNX Runtime (chestx.runtimes), plus the head for
+    Grad-CAM.
 
     Calls go through a SessionPool: all cores for a lone request, one core per request under
     load (chestx.session_pool). ``session`` is the all-cores one."""
 
     def __init__(
-        self,
-        path: Path,
-        session,
-        source_sha256: str,
-        head,
-        check: dict,
+        self, graph: Graph, source_sha256: str, head, check: dict, threads: int | None = None
     ):
-        self.path = path
-        self.session = session
+        self.graph = graph
+        self.path = graph.path
+        self.runtime = graph.runtime
         self.source_sha256 = source_sha256
         self.head = head
         self.check = check
-        shape = session.get_inputs()[0].shape
-        self.image_size = int(shape[1])
-        outputs = {output.name: output.shape for output in session.get_outputs()}
-        self.num_outputs = int(outputs[PREDICTIONS][-1])
-        self.has_features = FEATURES in outputs
-        cores = session.get_session_options().intra_op_num_threads
-        self.pool = SessionPool(self._warm_session, cores, wide=session)
+        self.image_size = graph.image_size
+        self.num_outputs = int(graph.outputs[PREDICTIONS][-1])
+        self.has_features = FEATURES in graph.outputs
+        cores = threads or physical_cores()
+        self.session = graph.session(cores)
+        self.pool = SessionPool(self._warm_session, cores, wide=self.session)
+
+    def new_session(self, threads: int):
+        """Another session over the same graph (bench/ compares thread counts with it)."""
+        return self.graph.session(threads)
 
     def _warm_session(self, threads: int):
-        """A new session over the same file, run once (its first call allocates its memory)."""
-        session = make_session(self.path, threads)
+        """A new session, run once (its first call allocates its memory)."""
+        session = self.graph.session(threads)
         blank = np.zeros((1, self.image_size, self.image_size, 3), dtype=np.float32)
         session.run([PREDICTIONS], {INPUT_NAME: blank})
         return session
@@ -272,25 +229,29 @@ class ServedModel:
 
 
 def load_served(
-    model_path: str | Path, threads: int | None = None, digest: str | None = None
+    model_path: str | Path,
+    threads: int | None = None,
+    digest: str | None = None,
+    runtime: str = "auto",
 ) -> ServedModel | None:
-    """The fresh ONNX form of ``model_path`` if one exists, else None."""
+    """The fresh ONNX form of ``model_path`` on ``runtime`` if one exists, else None."""
+    runtime = runtimes.choose(runtime)
     digest = digest or file_sha256(model_path)
     for candidate in served_candidates(model_path, digest):
         if not candidate.is_file():
             continue
         try:
-            session = make_session(candidate, threads)
+            graph = runtimes.open_graph(candidate, runtime, threads)
         except Exception as error:  # a torn or foreign file: convert again
             log.warning("ignoring %s: %s", candidate, str(error)[:200])
             continue
-        meta = session.get_modelmeta().custom_metadata_map
+        meta = graph.metadata
         if meta.get(SOURCE_KEY) != digest:
             log.info("%s is stale (made from another model.h5)", candidate)
             continue
         head = _unpack_head(meta[HEAD_KEY]) if meta.get(HEAD_KEY) else None
         check = json.loads(meta.get(CHECK_KEY, "{}"))
-        return ServedModel(candidate, session, digest, head, check)
+        return ServedModel(graph, digest, head, check, threads)
     return None
 
 
@@ -384,7 +345,7 @@ def export_onnx(
     expected = expected_model.predict(inputs, verbose=0, batch_size=8)
     expected = expected if isinstance(expected, list) else [expected]
     wanted = dict(zip(outputs, (np.asarray(e) for e in expected), strict=True))
-    session = make_session(proto.SerializeToString())
+    session = runtimes.ort_session(proto.SerializeToString())
     differences = _compare(session, wanted, inputs)
     if differences[PREDICTIONS] > TOLERANCE:
         raise ModelError(
@@ -445,11 +406,14 @@ def _check_gradcam(model, head, features: np.ndarray, image: np.ndarray) -> floa
 
 
 def ensure_served(
-    model_path: str | Path, threads: int | None = None, convert: bool = True
+    model_path: str | Path,
+    threads: int | None = None,
+    convert: bool = True,
+    runtime: str = "auto",
 ) -> ServedModel | None:
     """The served ONNX model for ``model_path``: the fresh file, or a conversion made now."""
     digest = file_sha256(model_path)
-    served = load_served(model_path, threads, digest)
+    served = load_served(model_path, threads, digest, runtime)
     if served is not None or not convert:
         return served
     log.warning(
@@ -458,7 +422,7 @@ def ensure_served(
         model_path,
     )
     export_onnx(model_path)
-    return load_served(model_path, threads, digest)
+    return load_served(model_path, threads, digest, runtime)
 
 
 def export_after_training(model_path: Path, keras_model, image_paths, image_size: int):
@@ -482,18 +446,18 @@ EXTRACTOR_KEY = "chestx_extractor"
 
 
 def load_extractor(path: Path, key: str, threads: int | None = None):
-    """An ONNX Runtime session for the pooled-feature backbone at ``path`` if it was made for
-    ``key`` (weights id and image size), else None."""
+    """A session (OpenVINO where installed, else ONNX Runtime) for the pooled-feature backbone
+    at ``path`` if it was made for ``key`` (weights id and image size), else None."""
     if not path.is_file():
         return None
     try:
-        session = make_session(path, threads)
+        graph = runtimes.open_graph(path, runtimes.choose("auto"), threads)
     except Exception as error:
         log.warning("ignoring %s: %s", path, str(error)[:200])
         return None
-    if session.get_modelmeta().custom_metadata_map.get(EXTRACTOR_KEY) != key:
+    if graph.metadata.get(EXTRACTOR_KEY) != key:
         return None
-    return session
+    return graph.session(threads or physical_cores())
 
 
 def export_extractor(keras_model, path: Path, key: str, threads: int | None = None):
@@ -505,7 +469,7 @@ def export_extractor(keras_model, path: Path, key: str, threads: int | None = No
     proto = _to_onnx(keras_model, {FEATURES: keras_model.output})
     inputs = check_inputs(int(keras_model.input_shape[1]))
     expected = np.asarray(keras_model.predict(inputs, verbose=0, batch_size=8))
-    session = make_session(proto.SerializeToString(), threads)
+    session = runtimes.ort_session(proto.SerializeToString(), threads)
     got = session.run([FEATURES], {INPUT_NAME: inputs})[0]
     if not np.allclose(got, expected, atol=TOLERANCE, rtol=TOLERANCE):
         raise ModelError(
@@ -515,4 +479,4 @@ def export_extractor(keras_model, path: Path, key: str, threads: int | None = No
     onnx.helper.set_model_props(proto, {EXTRACTOR_KEY: key})
     _write_atomic(proto, path)
     log.info("wrote %s in %.1f s", path, time.perf_counter() - start)
-    return session
+    return load_extractor(path, key, threads)

@@ -4,10 +4,11 @@ With a frozen backbone the head only ever sees these 1024 numbers per image, so 
 runs the backbone twice for the same file: the cache key is the backbone's starting weights, the
 image size, and the file (absolute path, size, modification time).
 
-The backbone itself runs on ONNX Runtime (its ONNX form is converted once per weights and size,
-checked against Keras to 1e-4 and kept in the cache folder as extractor.onnx): the same runtime
-and speed as serving. Below ``ONNX_MIN_IMAGES`` missing images, with no extractor.onnx yet, the
-conversion (tens of seconds) would cost more than it saves and Keras runs instead. Decoding of
+The backbone itself runs on the serving runtime, OpenVINO or ONNX Runtime (chestx.runtimes): its
+ONNX form is converted once per weights and size, checked against Keras to 1e-4 and kept in the
+cache folder as extractor.onnx, so it runs at serving's speed. Below ``ONNX_MIN_IMAGES`` missing
+images, with no extractor.onnx yet, the conversion (tens of seconds) would cost more than it
+saves and Keras runs instead. Decoding of
 the next batch runs in a thread pool while the current one is in the model.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from chestx.imaging import load_for_model
 from chestx.network import FEATURE_DIM, pooled_features, weights_id
+from chestx.runtimes import OpenVinoSession
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("CHESTX_CACHE", ".cache")) / "features"
 #: Fewest missing images worth converting the backbone to ONNX for.
@@ -51,7 +53,7 @@ class FeatureCache:
         self.folder = Path(cache_dir) / f"{weights_id(weights, seed)}-{image_size}"
         self._extractor = None
         self.computed = 0  # images run through the backbone by this object (for reports)
-        self.runtime: str | None = None  # what computed them: "onnxruntime" or "tensorflow"
+        self.runtime: str | None = None  # what computed them: "openvino", "onnxruntime", ...
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npy"
@@ -79,10 +81,10 @@ class FeatureCache:
             except Exception as error:  # tf2onnx raises many kinds: Keras still works
                 log.warning("feature extraction stays on Keras: %s", str(error)[:300])
         if session is not None:
-            self.runtime = "onnxruntime"
+            self.runtime = "openvino" if isinstance(session, OpenVinoSession) else "onnxruntime"
 
             def run(images: np.ndarray) -> np.ndarray:
-                # One image per call: on 2 AVX2 cores batch 1 is ONNX Runtime's fastest (the
+                # One image per call: on 2 AVX2 cores batch 1 is the fastest per image (the
                 # activations stay in cache), as in serving; decoding still goes by chunks.
                 return np.concatenate(
                     [

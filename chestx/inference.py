@@ -23,6 +23,8 @@ from chestx.labels import OBSERVATIONS
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path("model/model.h5")
+#: What CHESTX_RUNTIME may say (see Predictor).
+RUNTIME_CHOICES = ("auto", "onnx", "openvino", "onnxruntime", "tensorflow")
 HOW_TO_GET_A_MODEL = (
     "run `make run` (builds the demo model when none exists), `chestx demo-model`, or train one "
     "with `chestx train --data DIR`"
@@ -43,16 +45,19 @@ def card_path_for(model_path: Path) -> Path:
 
 
 class Predictor:
-    """model.h5 and its card, loaded once per process, served by ONNX Runtime.
+    """model.h5 and its card, loaded once per process, served by OpenVINO or ONNX Runtime.
 
-    Safe to call from many threads: ONNX Runtime calls are scheduled onto the cores by the
+    Safe to call from many threads: calls on the ONNX form are scheduled onto the cores by the
     served model's SessionPool, TensorFlow calls run one at a time.
 
-    ``runtime``: "auto" (default; ``$CHESTX_RUNTIME`` overrides) serves the ONNX form of
-    model.h5 (chestx.export), converting it first if it is missing or stale, and falls back to
-    TensorFlow only if conversion fails; "onnx" never falls back; "tensorflow" is the Keras
-    model as a tf.function. TensorFlow is imported only for "tensorflow", for a conversion,
-    or when ``model`` (the Keras model, e.g. for chestx.explain.GradCam) is first used.
+    ``runtime`` (default "auto"; ``$CHESTX_RUNTIME`` overrides):
+    - "auto" serves the ONNX form of model.h5 (chestx.export) on the fastest installed runtime
+      (chestx.runtimes), converting it first if it is missing or stale, and falls back to
+      TensorFlow only if that fails;
+    - "onnx" is the same but never falls back; "openvino" or "onnxruntime" ask for one runtime;
+    - "tensorflow" is the Keras model as a tf.function.
+    TensorFlow is imported only for "tensorflow", for a conversion, or when ``model`` (the
+    Keras model, e.g. for chestx.explain.GradCam) is first used.
     """
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, runtime: str | None = None):
@@ -61,15 +66,16 @@ class Predictor:
             raise ModelError(f"model file {self.model_path} not found: {HOW_TO_GET_A_MODEL}")
         self.card = ModelCard.load(card_path_for(self.model_path))
         runtime = (runtime or os.environ.get("CHESTX_RUNTIME") or "auto").lower()
-        if runtime not in ("auto", "onnx", "tensorflow"):
-            raise ModelError(f"unknown runtime {runtime!r}: auto, onnx or tensorflow")
+        if runtime not in RUNTIME_CHOICES:
+            raise ModelError(f"unknown runtime {runtime!r}: {', '.join(RUNTIME_CHOICES)}")
         self._keras = None
         self._keras_lock = threading.Lock()
         self.served = None
         if runtime != "tensorflow":
-            self.served = self._load_served(strict=runtime == "onnx")
+            onnx_runtime = "auto" if runtime in ("auto", "onnx") else runtime
+            self.served = self._load_served(onnx_runtime, strict=runtime != "auto")
         if self.served is not None:
-            self.runtime = "onnxruntime"
+            self.runtime = self.served.runtime
             check_card(self.card, self.served.num_outputs, self.served.image_size)
             self._call = self.served.predict
         else:
@@ -78,19 +84,17 @@ class Predictor:
             check_card(self.card, int(model.output_shape[-1]), int(model.input_shape[1]))
             self._call = _one_at_a_time(_compiled_call(model))
 
-    def _load_served(self, strict: bool):
+    def _load_served(self, runtime: str, strict: bool):
         from chestx import export
 
         try:
-            return export.ensure_served(self.model_path)
+            return export.ensure_served(self.model_path, runtime=runtime)
         except ModelError:
             if strict:
                 raise
-        except Exception as error:  # tf2onnx and onnxruntime raise many kinds
+        except Exception as error:  # tf2onnx, OpenVINO and ONNX Runtime raise many kinds
             if strict:
-                raise ModelError(
-                    f"can't serve {self.model_path} with ONNX Runtime: {error}"
-                ) from None
+                raise ModelError(f"can't serve {self.model_path} from ONNX: {error}") from None
         log.warning("serving %s with TensorFlow: no ONNX form could be made", self.model_path)
         return None
 

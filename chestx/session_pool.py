@@ -43,15 +43,16 @@ class SessionPool:
         self.calls = {"wide": 0, "narrow": 0}
 
     def start_narrow(self, background: bool = True) -> None:
-        """Build the one-thread sessions (in a daemon thread unless ``background`` is False)."""
+        """Build the one-thread sessions (in a thread of their own unless ``background`` is
+        False)."""
         if self._narrow_ready:
             return
         if not background:
             self._build_narrow()
             return
-        threading.Thread(
-            target=self._build_narrow, name="chestx-narrow-sessions", daemon=True
-        ).start()
+        # Not a daemon: a runtime still compiling when the interpreter exits aborts the process
+        # ("terminate called without an active exception"); exit waits for it instead (< 1 s).
+        threading.Thread(target=self._build_narrow, name="chestx-narrow-sessions").start()
 
     def _build_narrow(self) -> None:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chestx import export
+from chestx import export, runtimes
 from chestx.imaging import load_for_model
 from chestx.inference import Predictor
 from chestx.labels import OBSERVATIONS
@@ -47,7 +47,7 @@ def real_images(cxr_dir, predictor) -> np.ndarray:
 def test_training_writes_a_fresh_onnx_beside_the_model(tiny_model, predictor):
     onnx_path = tiny_model.with_suffix(".onnx")
     assert onnx_path.is_file()
-    assert predictor.runtime == "onnxruntime"
+    assert predictor.runtime == "openvino"  # the fastest installed runtime (chestx.runtimes)
     assert predictor.served.path == onnx_path
     assert predictor.served.source_sha256 == export.file_sha256(tiny_model)
     assert predictor.served.check["max_abs_difference"]["predictions"] <= 1e-4
@@ -60,6 +60,31 @@ def test_served_model_equals_keras_on_real_radiographs(predictor, real_images):
     np.testing.assert_allclose(served, keras_values, atol=1e-4, rtol=0)
     one_by_one = np.concatenate([predictor.predict_batch(image[None]) for image in real_images])
     np.testing.assert_allclose(one_by_one, keras_values, atol=1e-4, rtol=0)
+
+
+def test_onnx_runtime_serves_the_same_numbers_when_asked(tiny_model, predictor, real_images):
+    """CHESTX_RUNTIME=onnxruntime (or a machine without OpenVINO) gives the same answers."""
+    other = Predictor(tiny_model, runtime="onnxruntime")
+    assert other.runtime == "onnxruntime"
+    np.testing.assert_allclose(
+        other.predict_batch(real_images), predictor.predict_batch(real_images), atol=1e-4
+    )
+    index = OBSERVATIONS.index("Cardiomegaly")
+    np.testing.assert_allclose(
+        other.served.gradcam(real_images[0], index),
+        predictor.served.gradcam(real_images[0], index),
+        atol=1e-3,
+    )
+
+
+def test_an_unknown_or_missing_runtime_is_a_clear_error(tiny_model, monkeypatch):
+    from chestx.errors import ModelError
+
+    with pytest.raises(ModelError, match="unknown runtime 'cuda'"):
+        Predictor(tiny_model, runtime="cuda")
+    monkeypatch.setattr(runtimes, "installed", lambda name: False)
+    with pytest.raises(ModelError, match="openvino is not installed: run `make install`"):
+        Predictor(tiny_model, runtime="openvino")
 
 
 def test_gradcam_without_tensorflow_equals_gradcam(predictor, real_images):
@@ -101,7 +126,7 @@ def test_a_new_model_h5_makes_the_onnx_stale_and_it_is_converted_again(tiny_mode
     assert export.load_served(copied) is None  # stale: made from the old model.h5
 
     predictor = Predictor(copied)  # converts at start-up, once
-    assert predictor.runtime == "onnxruntime"
+    assert predictor.runtime == "openvino"
     assert (tmp_path / "model.onnx").stat().st_mtime_ns != before
     assert predictor.served.source_sha256 == export.file_sha256(copied)
     images = export.check_inputs(predictor.image_size)
@@ -157,7 +182,7 @@ def test_app_starts_predicts_and_explains_without_tensorflow(tiny_model, cxr_dir
     assert report["status"] == 200
     assert report["maps"] and set(report["maps"]) == {200}
     assert report["after"] == []
-    assert report["runtime"] == "onnxruntime"
+    assert report["runtime"] == "openvino"
 
 
 def test_export_command(tiny_model, tmp_path):
@@ -165,7 +190,7 @@ def test_export_command(tiny_model, tmp_path):
 
     out = tmp_path / "exported.onnx"
     assert main(["export-onnx", "--model", str(tiny_model), "--out", str(out)]) == 0
-    session = export.make_session(out)
+    session = runtimes.ort_session(out)
     meta = session.get_modelmeta().custom_metadata_map
     assert meta[export.SOURCE_KEY] == export.file_sha256(tiny_model)
     assert json.loads(meta[export.CHECK_KEY])["inputs_checked"] >= 3
@@ -198,7 +223,7 @@ def test_feature_cache_runs_the_backbone_on_onnx_once(demo_dataset, tmp_path, mo
     paths = read_chexpert(demo_dataset / "valid.csv", root=demo_dataset).paths[:5]
     cache = features.FeatureCache(tmp_path, None, 64, seed=0)
     got = cache.features(paths, progress=False)
-    assert cache.runtime == "onnxruntime" and cache.computed == len(paths)
+    assert cache.runtime == "openvino" and cache.computed == len(paths)
     assert (cache.folder / "extractor.onnx").is_file()
     images = np.stack([load_for_model(p, 64) for p in paths])
     expected = np.asarray(cache.extractor().predict(images, verbose=0))
