@@ -172,6 +172,10 @@ def _openvino_core():
             import openvino as ov
 
             core = ov.Core()
+            # pybind11 looks up numpy's C API on first use behind a call_once that can deadlock
+            # with the GIL when two threads get there together (two sessions' first calls, side
+            # by side, hung the feature cache). Looking it up here, once, under our lock, fixes it.
+            _ = ov.Tensor(np.zeros(1, dtype=np.float32)).data
             cache = Path(os.environ.get("CHESTX_CACHE", ".cache")) / "openvino"
             try:
                 cache.mkdir(parents=True, exist_ok=True)
