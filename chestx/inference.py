@@ -98,12 +98,6 @@ class Predictor:
         log.warning("serving %s with TensorFlow: no ONNX form could be made", self.model_path)
         return None
 
-    def prepare_for_load(self) -> None:
-        """Build the one-core sessions that serve requests side by side under load (in the
-        background). The web app calls this; a command-line run never needs them."""
-        if self.served is not None:
-            self.served.pool.start_narrow()
-
     @property
     def model(self):
         """The Keras model, loaded (with TensorFlow) on first use only."""

@@ -27,8 +27,9 @@ class SessionPool:
     """Hands out the wide session or a narrow one, so model calls never oversubscribe cores.
 
     ``make_session(threads)`` builds one session. The narrow sessions are built in a background
-    thread after start-up (``start_narrow``), so they don't delay the first answer; until they
-    are ready, every call takes the wide session, one at a time.
+    thread the first time a call has to wait (or by ``start_narrow``): never before the first
+    answer, which they would slow down, and never in a process that calls one at a time, such
+    as the command line. Until they are ready, every call takes the wide session, in turn.
     """
 
     def __init__(self, make_session: Callable[[int], Any], cores: int, wide: Any | None = None):
@@ -37,19 +38,30 @@ class SessionPool:
         self.wide = wide if wide is not None else make_session(self.cores)
         self._narrow_free: list[Any] = []
         self._narrow_ready = self.cores == 1  # one core: the wide session is the narrow one
+        self._building = False
         self._free_cores = self.cores
         self._waiting = 0
         self._condition = threading.Condition()
         self.calls = {"wide": 0, "narrow": 0}
 
     def start_narrow(self, background: bool = True) -> None:
-        """Build the one-thread sessions (in a thread of their own unless ``background`` is
-        False)."""
-        if self._narrow_ready:
-            return
-        if not background:
+        """Build the one-thread sessions now (in a thread of their own unless ``background`` is
+        False); a no-op once they are built or being built."""
+        with self._condition:
+            claimed = self._claim_build()
+        if claimed and background:
+            self._launch_build()
+        elif claimed:
             self._build_narrow()
-            return
+
+    def _claim_build(self) -> bool:
+        """True if the caller (holding the lock) is the one to build the narrow sessions."""
+        if self._narrow_ready or self._building:
+            return False
+        self._building = True
+        return True
+
+    def _launch_build(self) -> None:
         # Not a daemon: a runtime still compiling when the interpreter exits aborts the process
         # ("terminate called without an active exception"); exit waits for it instead (< 1 s).
         threading.Thread(target=self._build_narrow, name="chestx-narrow-sessions").start()
@@ -80,6 +92,8 @@ class SessionPool:
             self._waiting += 1
             try:
                 while not self._can_start():
+                    if self._claim_build():  # calls queue up: time for one core each
+                        self._launch_build()
                     self._condition.wait()
             finally:
                 self._waiting -= 1

@@ -68,7 +68,14 @@ def test_queued_calls_run_side_by_side_on_one_core_each_and_never_oversubscribe(
 
 
 def test_until_the_narrow_sessions_exist_calls_take_turns_on_the_wide_one():
-    pool = SessionPool(FakeSession, 2)  # start_narrow not called yet
+    release = threading.Event()
+
+    def make(threads: int) -> FakeSession:
+        if threads == 1:
+            release.wait(10)  # the narrow sessions take a while to build
+        return FakeSession(threads)
+
+    pool = SessionPool(make, 2)
     meter = Meter()
     threads = [threading.Thread(target=meter.call, args=(pool,)) for _ in range(6)]
     for thread in threads:
@@ -76,6 +83,37 @@ def test_until_the_narrow_sessions_exist_calls_take_turns_on_the_wide_one():
     for thread in threads:
         thread.join()
     assert meter.used == [2] * 6 and meter.peak == 2
+    release.set()
+
+
+def test_narrow_sessions_are_built_only_when_calls_queue_up():
+    built: list[int] = []
+
+    def make(threads: int) -> FakeSession:
+        built.append(threads)
+        return FakeSession(threads)
+
+    pool = SessionPool(make, 2)
+    meter = Meter()
+    for _ in range(5):
+        meter.call(pool, 0.0)  # one at a time, as the command line calls
+    assert built == [2] and not pool.narrow_ready
+    threads = [threading.Thread(target=meter.call, args=(pool, 0.05)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for _ in range(100):
+        if pool.narrow_ready:
+            break
+        time.sleep(0.02)
+    assert pool.narrow_ready and built == [2, 1, 1]
+    threads = [threading.Thread(target=meter.call, args=(pool,)) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert pool.calls["narrow"] >= 4 and meter.peak <= 2
 
 
 def test_narrow_sessions_are_built_in_the_background():

@@ -112,15 +112,14 @@ class Analyser:
         return self.predictor.card
 
     def warm_up(self) -> None:
-        """Run the model once at start-up so the first user doesn't pay its first-call cost,
-        then build the one-core sessions for concurrent uploads in the background.
+        """Run the model once at start-up so the first user doesn't pay its first-call cost.
+        (The one-core sessions for concurrent uploads are built when uploads first queue up.)
 
         Grad-CAM isn't warmed: on ONNX Runtime a map is a forward pass plus numpy (nothing to
         trace), and its TensorFlow fallback would import TensorFlow (seconds) at start-up."""
         size = self.predictor.image_size
         blank = np.zeros((size, size, 3), dtype=np.float32)
         self.predictor.predict_batch(blank[None])
-        self.predictor.prepare_for_load()
 
     def analyse(self, data: bytes, override: bool = False) -> Analysis:
         """Decode and check an upload, then predict. Raises ImageError (GateRefusal: 422)."""
