@@ -187,15 +187,17 @@ def main(argv: list[str] | None = None) -> int:
 
         # Load, each way, between two measurements of the bare model's best throughput.
         bare_seconds = 3.0 if args.quick else 6.0
-        before = bare_throughput(predictor.served, bare_seconds)
+        served = predictor.served
+        cores = served.pool.cores
+        before = bare_throughput(served.new_session, size, cores, bare_seconds)
         loads = {
             way: load_test(port, uploads, args.clients, seconds, server)
             for way, uploads in ways.items()
         }
-        after = bare_throughput(predictor.served, bare_seconds)
+        after = bare_throughput(served.new_session, size, cores, bare_seconds)
         best_way = max(before, key=lambda name: before[name] + after[name])
         best = (before[best_way] + after[best_way]) / 2
-        predictor = None
+        predictor = served = None
     finally:
         server.stop()
 

@@ -445,31 +445,31 @@ def export_after_training(model_path: Path, keras_model, image_paths, image_size
 EXTRACTOR_KEY = "chestx_extractor"
 
 
-def load_extractor(path: Path, key: str, threads: int | None = None):
-    """A session (OpenVINO where installed, else ONNX Runtime) for the pooled-feature backbone
-    at ``path`` if it was made for ``key`` (weights id and image size), else None."""
+def load_extractor(path: Path, key: str) -> Graph | None:
+    """The pooled-feature backbone at ``path`` opened on the serving runtime (OpenVINO where
+    installed, else ONNX Runtime) if it was made for ``key`` (weights id and image size)."""
     if not path.is_file():
         return None
     try:
-        graph = runtimes.open_graph(path, runtimes.choose("auto"), threads)
+        graph = runtimes.open_graph(path, runtimes.choose("auto"), threads=1)
     except Exception as error:
         log.warning("ignoring %s: %s", path, str(error)[:200])
         return None
     if graph.metadata.get(EXTRACTOR_KEY) != key:
         return None
-    return graph.session(threads or physical_cores())
+    return graph
 
 
-def export_extractor(keras_model, path: Path, key: str, threads: int | None = None):
+def export_extractor(keras_model, path: Path, key: str) -> Graph | None:
     """Convert the pooled-feature model to ONNX, check it against Keras, write it, and return
-    its session. Raises ModelError if the two disagree."""
+    it opened as ``load_extractor`` does. Raises ModelError if the two disagree."""
     import onnx
 
     start = time.perf_counter()
     proto = _to_onnx(keras_model, {FEATURES: keras_model.output})
     inputs = check_inputs(int(keras_model.input_shape[1]))
     expected = np.asarray(keras_model.predict(inputs, verbose=0, batch_size=8))
-    session = runtimes.ort_session(proto.SerializeToString(), threads)
+    session = runtimes.ort_session(proto.SerializeToString())
     got = session.run([FEATURES], {INPUT_NAME: inputs})[0]
     if not np.allclose(got, expected, atol=TOLERANCE, rtol=TOLERANCE):
         raise ModelError(
@@ -479,4 +479,4 @@ def export_extractor(keras_model, path: Path, key: str, threads: int | None = No
     onnx.helper.set_model_props(proto, {EXTRACTOR_KEY: key})
     _write_atomic(proto, path)
     log.info("wrote %s in %.1f s", path, time.perf_counter() - start)
-    return load_extractor(path, key, threads)
+    return load_extractor(path, key)
