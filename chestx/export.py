@@ -385,6 +385,7 @@ def export_onnx(
             check["seconds"],
             differences[PREDICTIONS],
         )
+        runtimes.precompile(target)
         return target
     raise ModelError(f"could not write the ONNX form of {model_path} anywhere: {targets}")
 
