@@ -115,7 +115,7 @@ class Analyser:
         """Run the model once at start-up so the first user doesn't pay its first-call cost.
         (The one-core sessions for concurrent uploads are built when uploads first queue up.)
 
-        Grad-CAM isn't warmed: on ONNX Runtime a map is a forward pass plus numpy (nothing to
+        Grad-CAM isn't warmed: on the ONNX form a map is a forward pass plus numpy (nothing to
         trace), and its TensorFlow fallback would import TensorFlow (seconds) at start-up."""
         size = self.predictor.image_size
         blank = np.zeros((size, size, 3), dtype=np.float32)
