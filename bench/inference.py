@@ -233,11 +233,19 @@ def main(argv: list[str] | None = None) -> int:
             ">= 0.95x",
         ),
         (
-            "batch-1 GFLOP/s",
+            "batch-1 GFLOP/s, from the median latency",
             f"{gflop / t1['served']:.0f}",
             "goal",
             "100",
             f"{gflop / t1['served'] / 100:.2f}x",
+            ">= 1.00x",
+        ),
+        (
+            "batch-1 GFLOP/s, calls back to back",
+            f"{gflop * throughput['batch 1']:.0f}",
+            "goal",
+            "100",
+            f"{gflop * throughput['batch 1'] / 100:.2f}x",
             ">= 1.00x",
         ),
         (
@@ -284,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             ),
             (
-                "max |served - Keras|, 8 real images",
+                "max abs. difference from Keras, 8 real",
                 f"{worst:.1e}",
                 "tolerance",
                 "1e-4",
