@@ -44,6 +44,22 @@ def ready_pool(cores: int = 2) -> SessionPool:
     return pool
 
 
+def call_together(meter: Meter, pool: SessionPool, count: int, seconds: float = 0.02) -> None:
+    """``count`` calls from as many threads at once; returns when all are done."""
+    threads = [threading.Thread(target=meter.call, args=(pool, seconds)) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def wait_until_ready(pool: SessionPool) -> None:
+    for _ in range(100):
+        if pool.narrow_ready:
+            return
+        time.sleep(0.02)
+
+
 def test_a_lone_call_gets_every_core():
     pool = ready_pool(2)
     meter = Meter()
@@ -56,11 +72,7 @@ def test_a_lone_call_gets_every_core():
 def test_queued_calls_run_side_by_side_on_one_core_each_and_never_oversubscribe():
     pool = ready_pool(2)
     meter = Meter()
-    threads = [threading.Thread(target=meter.call, args=(pool,)) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    call_together(meter, pool, 12)
     assert len(meter.used) == 12
     assert meter.peak <= 2  # threads running model code, wide counting as 2
     assert pool.calls["narrow"] >= 8  # under load, nearly all calls share the cores
@@ -77,11 +89,7 @@ def test_until_the_narrow_sessions_exist_calls_take_turns_on_the_wide_one():
 
     pool = SessionPool(make, 2)
     meter = Meter()
-    threads = [threading.Thread(target=meter.call, args=(pool,)) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    call_together(meter, pool, 6)
     assert meter.used == [2] * 6 and meter.peak == 2
     release.set()
 
@@ -98,21 +106,10 @@ def test_narrow_sessions_are_built_only_when_calls_queue_up():
     for _ in range(5):
         meter.call(pool, 0.0)  # one at a time, as the command line calls
     assert built == [2] and not pool.narrow_ready
-    threads = [threading.Thread(target=meter.call, args=(pool, 0.05)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for _ in range(100):
-        if pool.narrow_ready:
-            break
-        time.sleep(0.02)
+    call_together(meter, pool, 4, 0.05)
+    wait_until_ready(pool)
     assert pool.narrow_ready and built == [2, 1, 1]
-    threads = [threading.Thread(target=meter.call, args=(pool,)) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    call_together(meter, pool, 6)
     assert pool.calls["narrow"] >= 4 and meter.peak <= 2
 
 
@@ -129,10 +126,7 @@ def test_narrow_sessions_are_built_in_the_background():
     pool.start_narrow()  # returns at once: the build waits for `built`
     assert time.perf_counter() - started < 1 and not pool.narrow_ready
     built.set()
-    for _ in range(100):
-        if pool.narrow_ready:
-            break
-        time.sleep(0.02)
+    wait_until_ready(pool)
     assert pool.narrow_ready
 
 
@@ -147,11 +141,7 @@ def test_a_failed_narrow_build_still_serves_on_the_wide_session(caplog):
     assert not pool.narrow_ready
     assert "could not be built" in caplog.text
     meter = Meter()
-    threads = [threading.Thread(target=meter.call, args=(pool,)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    call_together(meter, pool, 4)
     assert meter.used == [2] * 4
 
 
@@ -159,11 +149,7 @@ def test_one_core_has_one_session():
     pool = ready_pool(1)
     assert pool.narrow_ready
     meter = Meter()
-    threads = [threading.Thread(target=meter.call, args=(pool,)) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    call_together(meter, pool, 4)
     assert meter.peak == 1
 
 
