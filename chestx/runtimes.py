@@ -91,9 +91,9 @@ class Graph:
         """A new session on ``threads`` threads (the first call may hand out the one already
         opened to read the file)."""
         with self._lock:
-            first, self._first = self._first, None
-        if first is not None and first.threads == threads:
-            return first.session
+            if self._first is not None and self._first.threads == threads:
+                first, self._first = self._first.session, None
+                return first
         if self.runtime == "openvino":
             return OpenVinoSession(_compile_openvino(self.path, self.image_size, threads))
         return ort_session(self.path, threads)
@@ -232,6 +232,8 @@ class OpenVinoSession:
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list:
         (images,) = feeds.values()
         names = list(output_names or self._ports)
+        if len(images) == 0:  # nothing to run: empty outputs of the right shape
+            return [np.zeros((0, *self._ports[name].get_shape()[1:]), np.float32) for name in names]
         results: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for image in np.asarray(images, dtype=np.float32):
             answer = self._request.infer({0: image[None]})  # outputs are copies
