@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import runpy
 import statistics
@@ -33,11 +34,37 @@ from chestx.web.devserver import GunicornProcess, multipart, rss_mb  # noqa: E40
 COVID = REPO.parent / "shared" / "cxr" / "covid"
 
 
+#: Numbers the uploads of one run, across all clients (next() on it is atomic).
+UPLOAD_NUMBERS = itertools.count()
+
+
 def jpegs(count: int) -> list[Path]:
     """Real 1-2 MB chest JPEGs."""
     files = sorted(p for p in COVID.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
     sized = [p for p in files if 1_000_000 <= p.stat().st_size <= 2_100_000]
     return (sized or files)[:count]
+
+
+def unique_jpeg(jpeg: bytes, number: int) -> bytes:
+    """The same picture with a JPEG comment (COM segment) numbering the upload. Real uploads are
+    new images; the same bytes again would find their saved study and skip the insert."""
+    comment = f"chestx bench upload {number}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
+class Uploads:
+    """Real chest JPEGs, in turn, each made unique, sent as the body or as a multipart form."""
+
+    def __init__(self, files: list[Path], way: str):
+        self.jpegs = [path.read_bytes() for path in files]
+        self.way = way
+
+    def next(self) -> tuple[bytes, str]:
+        number = next(UPLOAD_NUMBERS)
+        jpeg = unique_jpeg(self.jpegs[number % len(self.jpegs)], number)
+        if self.way == "body":
+            return jpeg, "image/jpeg"
+        return multipart(jpeg, f"upload-{number}.jpg", content_type="image/jpeg")
 
 
 class Client:
@@ -75,18 +102,16 @@ def gunicorn_settings() -> str:
     return ", ".join(f"{key}={conf.get(key)}" for key in ("workers", "worker_class", "threads"))
 
 
-def load_test(port: int, uploads: list, clients: int, seconds: float, server) -> dict:
-    """``clients`` threads posting ``uploads`` in turn for ``seconds``; RSS sampled meanwhile."""
+def load_test(port: int, uploads: Uploads, clients: int, seconds: float, server) -> dict:
+    """``clients`` threads posting ``uploads`` for ``seconds``; RSS sampled meanwhile."""
     done, failed, peak = [0], [0], {}
     stop = time.perf_counter() + seconds
     lock = threading.Lock()
 
     def post_loop(number: int):
         own = Client(port)
-        i = number
         while time.perf_counter() < stop:
-            body, content_type = uploads[i % len(uploads)]
-            i += 1
+            body, content_type = uploads.next()
             try:
                 ok = own.post(body, content_type) == 200
             except OSError:
@@ -140,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model_path} not found: build one with `make demo-model`", file=sys.stderr)
         return 2
     files = jpegs(6)
-    ways = {
-        "body": [(p.read_bytes(), "image/jpeg") for p in files],
-        "multipart": [multipart(p.read_bytes(), p.name, content_type="image/jpeg") for p in files],
-    }
+    ways = {way: Uploads(files, way) for way in ("body", "multipart")}
     temporary = Path(tempfile.mkdtemp(prefix="chestx-bench-"))
     # On 127.0.0.1, with the per-client rate limit (60 a minute by default) off, as it would
     # refuse a load test from one address; everything else is as `make run` serves.
@@ -160,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         server = GunicornProcess(env, temporary / f"gunicorn-{state}.log")
         client = Client(server.port)
-        answer = first_answer_seconds(server, client, ways["multipart"][0], started)
+        answer = first_answer_seconds(server, client, ways["multipart"].next(), started)
         if answer is None:
             server.stop()
             return 1
@@ -182,9 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         requests = 8 if args.quick else 20
         times = {way: [] for way in ways}
         bare_times, in_server, in_model = [], [], []
-        for i in range(requests):
+        for _ in range(requests):
             for way, uploads in ways.items():
-                body, content_type = uploads[i % len(uploads)]
+                body, content_type = uploads.next()
                 start = time.perf_counter()
                 status = client.post(body, content_type)
                 times[way].append(time.perf_counter() - start)

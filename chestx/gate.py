@@ -97,9 +97,10 @@ def measure(radiograph: Radiograph) -> dict[str, float]:
         )
         stats["detail"] = float(laplacian.mean())
         gy, gx = np.gradient(grey)
-        magnitude = np.sort(np.hypot(gx, gy).ravel())[::-1]
+        magnitude = np.hypot(gx, gy).ravel()
         total = float(magnitude.sum())
-        strongest = float(magnitude[: max(1, magnitude.size // 20)].sum())
+        top = max(1, magnitude.size // 20)  # the strongest 5 %, found without a full sort
+        strongest = float(np.partition(magnitude, magnitude.size - top)[-top:].sum())
         stats["edge_concentration"] = strongest / total if total > 0 else 0.0
     return {key: round(value, 4) for key, value in stats.items()}
 

@@ -15,7 +15,8 @@ caller decodes with Pillow, so odd files get Pillow's pixels and Pillow's errors
 The kernel is compiled by numba and cached on disk (numba's cache, beside this file). Loading it
 takes about a second (two the first time), so ``prepare()`` does that in a background thread,
 and the first large JPEG a process reads calls it. Until it is ready, ``decode_eighth`` returns
-None and Pillow decodes: nothing waits for it. The web app prepares it at start-up.
+None and Pillow decodes: nothing waits for it. (The web app doesn't prepare it at start-up:
+importing numba there would delay the first answer by half a second.)
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ from typing import Any
 
 from flask import Flask
 
-from chestx import jpeg_dc
 from chestx.inference import Predictor
 from chestx.labels import COMPETITION_TASKS, OBSERVATIONS
 from chestx.web import api, pages, studies
@@ -70,7 +69,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     analyser = Analyser(predictor)
     if app.config.get("CHESTX_WARM_UP", True):
         analyser.warm_up()
-        jpeg_dc.prepare()  # in the background: uploads are decoded by Pillow until it's ready
     # The study store (migrations applied here), once the model is known to work.
     studies.init_app(app, ROOT / "static")
     app.extensions["chestx"] = Services(

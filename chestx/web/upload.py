@@ -52,7 +52,10 @@ def is_raw_upload(request: Request) -> bool:
 def upload_bytes(request: Request) -> bytes:
     """The uploaded file's bytes. The client's file name is ignored: it may name a patient."""
     if is_raw_upload(request):
-        data = request.get_data(cache=False)
+        # One read of the declared length (Werkzeug's get_data reads 64 kB at a time and
+        # copies every piece twice); the stream still enforces MAX_CONTENT_LENGTH.
+        length = request.content_length
+        data = request.stream.read(length) if length else request.get_data(cache=False)
         if not data:
             raise ImageError("the request body is empty: send the image file as the body", 400)
         return data

@@ -158,7 +158,7 @@ class StudyStore:
                     inserted = connection.execute(self._insert, row).scalar_one_or_none()
                 if inserted is not None:
                     image_file = None  # the row owns it now
-                    return self.get(study_id), True
+                    return Study(read_at=None, **row), True  # what was written: no re-read
                 existing = self.find(new.sha256, new.model_name, new.model_version)
                 if existing is not None:
                     if (
