@@ -67,6 +67,19 @@ def _flat_share(levels: np.ndarray) -> float:
     return float((same & (centre > 5)).mean())
 
 
+def _percentiles(values: np.ndarray, *percents: float) -> list[float]:
+    """np.percentile's default (linear) percentiles from one partial sort: 4x quicker."""
+    flat = values.ravel()
+    positions = [percent / 100 * (flat.size - 1) for percent in percents]
+    lows = [int(position) for position in positions]
+    highs = [min(low + 1, flat.size - 1) for low in lows]
+    ordered = np.partition(flat, sorted(set(lows + highs)))
+    return [
+        float(ordered[low]) + (float(ordered[high]) - float(ordered[low])) * (position - low)
+        for position, low, high in zip(positions, lows, highs, strict=True)
+    ]
+
+
 def measure(radiograph: Radiograph) -> dict[str, float]:
     """The statistics the gate decides on (all cheap: a few ms on a 256 px image)."""
     width, height = radiograph.original_size
@@ -74,7 +87,7 @@ def measure(radiograph: Radiograph) -> dict[str, float]:
     levels = np.round(grey).astype(np.int16)
     histogram = np.bincount(levels.ravel(), minlength=256) / levels.size
     used = histogram[histogram > 0]
-    p5, p95 = np.percentile(grey, [5, 95])
+    p5, p95 = _percentiles(grey, 5, 95)
     stats = {
         "width": float(width),
         "height": float(height),
@@ -97,7 +110,7 @@ def measure(radiograph: Radiograph) -> dict[str, float]:
         )
         stats["detail"] = float(laplacian.mean())
         gy, gx = np.gradient(grey)
-        magnitude = np.hypot(gx, gy).ravel()
+        magnitude = np.sqrt(gx * gx + gy * gy).ravel()
         total = float(magnitude.sum())
         top = max(1, magnitude.size // 20)  # the strongest 5 %, found without a full sort
         strongest = float(np.partition(magnitude, magnitude.size - top)[-top:].sum())
