@@ -5,6 +5,8 @@ start-up to the first answered prediction, the median of single requests to POST
 /api/v1/predict with real 1-2 MB JPEGs from ../shared/cxr/covid (sent both ways the API takes
 them: as the request body, and as a multipart form like `curl -F`), throughput with 8 clients
 posting at once, failures, and the resident memory of each worker. Only 127.0.0.1 is used.
+Every upload is a new image, as in real use (a numbered JPEG comment makes its bytes new), so
+each one is analysed and saved as a new study.
 
     .venv/bin/python bench/serving.py [--model model/model.h5] [--quick] [--seconds 60]
 """
