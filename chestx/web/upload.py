@@ -45,9 +45,15 @@ class UploadRequest(Request):
         length = self.content_length
         if not length or length > IN_MEMORY_BYTES:
             return stream
-        body = stream.read(length)
+        body = stream.read(length)  # all of it with gunicorn; another server may return less
         if len(body) < length:
-            raise ClientDisconnected()
+            rest = bytearray(body)
+            while len(rest) < length:
+                piece = stream.read(length - len(rest))
+                if not piece:
+                    raise ClientDisconnected()
+                rest += piece
+            body = bytes(rest)
         return io.BytesIO(body)
 
     def _get_file_stream(
