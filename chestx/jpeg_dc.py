@@ -401,16 +401,24 @@ def ready() -> bool:
 
 def decode_eighth(data: bytes) -> np.ndarray | None:
     """The JPEG at 1/8 scale as uint8 (H/8 x W/8, rounded up), equal to libjpeg's; None when
-    the file isn't the simple kind, looks wrong, or the kernel isn't loaded yet."""
+    the file isn't the simple kind, looks wrong, or the kernel isn't loaded yet. Never raises:
+    this is only a faster way to Pillow's pixels, and Pillow is there for anything else."""
     kernel = _kernel
     if kernel is None:
         prepare()  # the first large JPEG starts loading the kernel; Pillow decodes meanwhile
         return None
     try:
-        scan = _parse(data)
-        tables = (_dc_lookup(scan.dc_table), *_ac_lookup(scan.ac_table), WINDOW)
+        return _decode(kernel, data)
     except (_Unsupported, struct.error, IndexError):
         return None
+    except Exception:  # a bug here must not cost an upload: Pillow decodes it
+        log.exception("the fast JPEG decoder failed; Pillow decodes this file")
+        return None
+
+
+def _decode(kernel, data: bytes) -> np.ndarray | None:
+    scan = _parse(data)
+    tables = (_dc_lookup(scan.dc_table), *_ac_lookup(scan.ac_table), WINDOW)
     if len(data) - scan.data_start < MIN_SCAN_BYTES:
         return None
     rows, columns = -(-scan.height // 8), -(-scan.width // 8)
@@ -488,7 +496,7 @@ def _decode_later_half(kernel, data: bytes, stream: np.ndarray, start: int, bloc
     values = np.empty(blocks, np.int32)
     starts = np.empty(blocks + 1, np.int64)
     for _ in range(16):
-        while data[middle - 1] == 0xFF:  # not between a 0xFF and its stuffed 0
+        while middle < len(data) and data[middle - 1] == 0xFF:  # not inside a 0xFF 0x00
             middle += 1
         status, done, data_end = kernel(stream, middle, blocks, *tables, values, starts, 1 << 62)
         if status != -1 or done > 8:

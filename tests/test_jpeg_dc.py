@@ -127,7 +127,11 @@ def test_truncated_and_corrupt_scans_are_never_decoded_differently_from_pillow()
     data = encode(chest_like(2000, 2000, 4), quality=90)
     scan = jpeg_dc._parse(data)
     rng = np.random.default_rng(0)
-    cases = [data[: len(data) // 2], data[: len(data) - 400] + b"\xff\xd9"]
+    cases = [
+        data[: len(data) // 2],
+        data[: len(data) - 400] + b"\xff\xd9",
+        data + b"\xff" * len(data),  # junk after the end, where the second half would start
+    ]
     for _ in range(20):
         damaged = bytearray(data)
         at = int(rng.integers(scan.data_start, len(data) - 2))
