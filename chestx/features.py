@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,7 +33,6 @@ from chestx.runtimes import physical_cores
 DEFAULT_CACHE_DIR = Path(os.environ.get("CHESTX_CACHE", ".cache")) / "features"
 #: Fewest missing images worth converting the backbone to ONNX for.
 ONNX_MIN_IMAGES = 160
-ONNX_BATCH = 8
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +60,6 @@ class SideBySide:
 
         return session.run([export.FEATURES], {export.INPUT_NAME: image[None]})[0][0]
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """A batch, split across the sessions."""
-
-        def part(session, images: np.ndarray) -> list[np.ndarray]:
-            return [self.one(session, image) for image in images]
-
-        parts = np.array_split(images, len(self.sessions))
-        with ThreadPoolExecutor(max_workers=len(self.sessions)) as pool:
-            results = list(pool.map(part, self.sessions, parts))
-        return np.stack([vector for result in results for vector in result])
-
 
 class FeatureCache:
     """Feature vectors on disk, one .npy per image under ``<dir>/<weights>-<size>/``."""
@@ -82,7 +70,7 @@ class FeatureCache:
         self.seed = seed
         self.folder = Path(cache_dir) / f"{weights_id(weights, seed)}-{image_size}"
         self._extractor = None
-        self._onnx_runner: tuple[Callable[[np.ndarray], np.ndarray], int] | None = None
+        self._onnx_runner: tuple[SideBySide, int] | None = None
         self.computed = 0  # images run through the backbone by this object (for reports)
         self.runtime: str | None = None  # what computed them: "openvino", "onnxruntime", ...
 
@@ -96,9 +84,10 @@ class FeatureCache:
         return self._extractor
 
     def runner(self, missing: int):
-        """(batch function, batch size) computing pooled features for preprocessed images.
-        The ONNX one is kept: its sessions take a second to compile, so a run that asks for
-        features several times (train, then validation) compiles them once."""
+        """What computes pooled features, and its batch size: a SideBySide over the ONNX
+        backbone (one image per call, per core), or Keras's batch function. The ONNX one is
+        kept: its sessions take a second to compile, so a run that asks for features several
+        times (train, then validation) compiles them once."""
         from chestx import export
 
         if self._onnx_runner is not None:
@@ -118,7 +107,7 @@ class FeatureCache:
                 log.warning("feature extraction stays on Keras: %s", str(error)[:300])
         if graph is not None:
             self.runtime = graph.runtime
-            self._onnx_runner = SideBySide(graph), ONNX_BATCH
+            self._onnx_runner = SideBySide(graph), 1  # one image per call, per core
             return self._onnx_runner
         model = self.extractor()
         self.runtime = "tensorflow"
