@@ -244,9 +244,10 @@ def _kernel_source():
     import numba
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-    def refill(data, position, buffer, bits, padding):
+    def refill(data, position, buffer, bits, padding, fed):
         """Top the bit buffer up to 57-64 bits, removing the 0 stuffed after each 0xFF. At a
-        marker or the end, zero bits are fed (counted in ``padding``), as libjpeg does."""
+        marker or the end, zero bits are fed (counted in ``padding``), as libjpeg does.
+        ``fed`` counts every bit put into the buffer."""
         size = data.shape[0]
         if bits <= 32 and padding == 0 and position + 4 <= size:
             b0, b1 = data[position], data[position + 1]
@@ -254,8 +255,8 @@ def _kernel_source():
             if b0 != 0xFF and b1 != 0xFF and b2 != 0xFF and b3 != 0xFF:  # the usual case
                 word = (np.uint64(b0) << np.uint64(24)) | (np.uint64(b1) << np.uint64(16))
                 word |= (np.uint64(b2) << np.uint64(8)) | np.uint64(b3)
-                return position + 4, (buffer << np.uint64(32)) | word, bits + 32, padding, 32
-        fed = 0
+                word = (buffer << np.uint64(32)) | word
+                return position + 4, word, bits + 32, padding, fed + 32
         while bits <= 56:
             byte = 0
             if padding == 0 and position < size:
@@ -302,11 +303,11 @@ def _kernel_source():
                 starts[block] = fed - bits
                 if fed - bits >= stop:
                     return 0, block, fed - padding if padding else -1
+            # The buffer is topped up before each code, DC and AC alike; the two checks are
+            # written out, not shared, because this loop is the whole decoder's time.
             if bits < 32:
-                position, buffer, bits, padding, more = refill(
-                    data, position, buffer, bits, padding
-                )
-                fed += more
+                state = refill(data, position, buffer, bits, padding, fed)
+                position, buffer, bits, padding, fed = state
                 if padding > 128:
                     return -2, block, fed - padding
             # The DC difference: a code for its size, then that many bits.
@@ -325,10 +326,8 @@ def _kernel_source():
             k = 1  # the AC codes, skipped
             while k < 64:
                 if bits < 32:
-                    position, buffer, bits, padding, more = refill(
-                        data, position, buffer, bits, padding
-                    )
-                    fed += more
+                    state = refill(data, position, buffer, bits, padding, fed)
+                    position, buffer, bits, padding, fed = state
                     if padding > 128:
                         return -2, block, fed - padding
                 group = ac_lookup[(buffer >> np.uint64(bits - window)) & mask]
