@@ -10,6 +10,7 @@ runs its two rounds, and the saved model ends in 14 sigmoids whatever the polici
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,13 +110,24 @@ class _Inputs:
         return np.asarray(model.predict(self.batches(inputs, None, False), verbose=0))
 
 
+def loader_workers() -> int:
+    """Threads that read training images: one per core the process may use (at least 2).
+
+    Decoding and resizing release the GIL, so threads scale: on a GPU machine a fixed 2 would
+    feed the GPU far below its rate (bench/training_gpu.py measures both).
+    """
+    return max(2, len(os.sched_getaffinity(0)))
+
+
 def _image_batches(paths, y, image_size, batch_size, shuffle, seed):
     """A keras PyDataset reading images through the shared ``load_for_model``."""
     import keras
 
+    workers = loader_workers()
+
     class ImageBatches(keras.utils.PyDataset):
         def __init__(self):
-            super().__init__(workers=2, use_multiprocessing=False)
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
             self.order = np.arange(len(paths))
             self.rng = np.random.default_rng(seed)
             if shuffle:

@@ -1,0 +1,211 @@
+"""Training throughput on a GPU: full fine-tuning of ChestX's network (DenseNet121 + head, the
+14-logit U-Ones loss) at 224 and 320 px, mixed precision against float32 in the same run, and
+whether chestx's image loader (the ``load_for_model`` that serving uses) keeps the GPU busy.
+
+Runs on any Keras 3 backend with a GPU: TensorFlow (what ``chestx train`` uses), JAX or PyTorch.
+Random weights (the cost is ImageNet's); batches stay the same so that only the steps are timed;
+the loader row reads generated CheXpert-v1.0-small-sized JPEGs.
+
+    KERAS_BACKEND=jax python bench/training_gpu.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from inference import machine, print_table  # noqa: E402
+
+
+def accelerator() -> str:
+    """The device Keras trains on, in words, per backend."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return f"{jax.devices()[0].device_kind} (jax {jax.__version__})"
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+        return f"CPU (torch {torch.__version__})"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name") if gpus else "CPU"
+    return f"{name} (tensorflow {tf.__version__})"
+
+
+def fine_tuning_rate(size: int, batch: int, precision: str, steps: int, seed: int = 0):
+    """Images/s of whole-network training steps (backbone trainable), compile excluded.
+
+    Returns (images/s, the compiled model): the loader row reuses its compiled step.
+    """
+    import keras
+    import numpy as np
+
+    from chestx.network import classifier
+    from chestx.policies import TargetLayout, parse_policy
+
+    keras.config.set_dtype_policy(precision)  # mixed_float16 also wraps Adam in loss scaling
+    keras.utils.set_random_seed(seed)
+    layout = TargetLayout(parse_policy("U-Ones"))
+    model = classifier(size, None, layout.num_logits, None, seed, trainable_backbone=True)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=layout.loss_fn())
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 1.0, (batch, size, size, 3)).astype(np.float32)
+    y = np.concatenate([rng.integers(0, 2, (batch, 14)), np.ones((batch, 14))], axis=1)
+    y = y.astype(np.float32)
+
+    class SameBatch(keras.utils.PyDataset):
+        def __len__(self):
+            return steps
+
+        def __getitem__(self, index):
+            return x, y
+
+    timer = EpochTimer()
+    # Epoch 1 compiles and warms up; epochs 2 and 3 are timed.
+    model.fit(SameBatch(), epochs=3, verbose=0, callbacks=[timer])
+    return batch * steps / min(timer.seconds[1:]), model
+
+
+class EpochTimer:
+    """Wall time of each epoch, the loss read at its end (so the device has finished)."""
+
+    def __new__(cls):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                float(logs["loss"])
+                self.seconds.append(time.perf_counter() - self.start)
+
+        return _Timer()
+
+
+def loader_rate(paths: list[str], size: int, threads: int, repeats: int = 2) -> float:
+    """Images/s that ``load_for_model`` reaches on ``threads`` threads (decode, resize, scale)."""
+    from chestx.imaging import load_for_model
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda p: load_for_model(p, size), paths[: threads * 2]))  # warm
+        start = time.perf_counter()
+        for _ in range(repeats):
+            list(pool.map(lambda p: load_for_model(p, size), paths))
+    return repeats * len(paths) / (time.perf_counter() - start)
+
+
+def fit_from_files(model, paths: list[str], size: int, batch: int) -> float:
+    """Images/s of the same compiled training step fed by chestx's own loader (training.py)."""
+    import numpy as np
+
+    from chestx.training import _image_batches
+
+    rng = np.random.default_rng(1)
+    y = np.concatenate([rng.integers(0, 2, (len(paths), 14)), np.ones((len(paths), 14))], axis=1)
+    batches = _image_batches(paths, y.astype(np.float32), size, batch, True, 0)
+    timer = EpochTimer()
+    model.fit(batches, epochs=2, verbose=0, callbacks=[timer])
+    return len(paths) / min(timer.seconds[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 320])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per epoch")
+    parser.add_argument("--images", type=int, default=1024, help="JPEGs for the loader rows")
+    parser.add_argument("--budget", type=float, default=1e9, help="seconds; later rows skipped")
+    parser.add_argument("--json", type=Path, help="write the figures here as they come")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.batch_size, args.steps, args.images = [64], 4, 3, 32
+
+    import keras
+
+    from chestx.data.synthetic import make_demo_dataset
+    from chestx.training import loader_workers
+
+    began = time.perf_counter()
+    batch, size = args.batch_size, args.sizes[0]
+    device = accelerator()
+    print(f"backend {keras.backend.backend()}, keras {keras.__version__}, device {device}")
+    figures: dict = {"device": device, "backend": keras.backend.backend(), "batch": batch}
+
+    def record(name: str, value: float) -> None:
+        figures[name] = value
+        print(f"{name}: {value:.0f} images/s ({time.perf_counter() - began:.0f} s in)")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=1))
+
+    # Mixed precision first (what the issue asks for), then the loader, then the float32
+    # baselines: a compile of DenseNet121's training step takes a minute or more, and
+    # ``--budget`` skips what no longer fits.
+    compiled = {}
+    for each in args.sizes:
+        rate, compiled[each] = fine_tuning_rate(each, batch, "mixed_float16", args.steps)
+        record(f"fine_tune_{each}_mixed_float16", rate)
+
+    # The loader: CheXpert-v1.0-small-sized JPEGs (390 px) through load_for_model.
+    temporary = Path(tempfile.mkdtemp(prefix="chestx-gpu-bench-"))
+    root = make_demo_dataset(temporary / "data", args.images // 2, 2, 390, seed=3)
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
+    paths = paths[: len(paths) // batch * batch]
+    workers = loader_workers()
+    record("loader_1_thread", loader_rate(paths, size, 1))
+    record("loader_all_threads", loader_rate(paths, size, workers))
+    keras.config.set_dtype_policy("mixed_float16")
+    record("fine_tune_from_files", fit_from_files(compiled[size], paths, size, batch))
+
+    for each in args.sizes:
+        if time.perf_counter() - began < args.budget:
+            record(
+                f"fine_tune_{each}_float32", fine_tuning_rate(each, batch, "float32", args.steps)[0]
+            )
+
+    rows = []
+    for each in args.sizes:
+        mixed, fp32 = (
+            figures[f"fine_tune_{each}_mixed_float16"],
+            figures.get(f"fine_tune_{each}_float32"),
+        )
+        rows.append((f"fine-tuning {each} px, mixed precision (images/s)", f"{mixed:.0f}",
+                     "float32", f"{fp32:.0f}" if fp32 else "skipped (--budget)",
+                     f"{mixed / fp32:.2f}x" if fp32 else "-", "-"))  # fmt: skip
+    one, every = figures["loader_1_thread"], figures["loader_all_threads"]
+    rows.append((f"loader, {workers} threads, {size} px (images/s)", f"{every:.0f}",
+                 "1 thread", f"{one:.0f}", f"{every / one:.2f}x", "-"))  # fmt: skip
+    mixed, fed = figures[f"fine_tune_{size}_mixed_float16"], figures["fine_tune_from_files"]
+    rows.append((f"fine-tuning {size} px, mixed, fed from JPEG files (images/s)", f"{fed:.0f}",
+                 "resident batch", f"{mixed:.0f}", f"{fed / mixed:.2f}x", "-"))  # fmt: skip
+    cores = len(os.sched_getaffinity(0))
+    print_table(f"Training on a GPU, batch {batch}, {device}, {cores} CPU cores", rows)
+    print(f"\nmachine: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
