@@ -42,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             out=Path(args.out),
             seed=args.seed,
             fine_tune=args.fine_tune,
+            mixed_precision=args.mixed_precision,
             frontal_only=args.frontal_only,
             val_split=args.val_split,
             cache_dir=Path(args.cache_dir),
@@ -186,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--fine-tune",
         action="store_true",
         help="train the whole network on images (default: frozen backbone, cached features)",
+    )
+    train.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="with --fine-tune: float16 maths, float32 weights (about 2x faster on a GPU)",
     )
     train.add_argument("--frontal-only", action="store_true", help="drop lateral views")
     train.add_argument(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class TrainConfig:
     out: Path = Path("model")
     seed: int = 0
     fine_tune: bool = False
+    mixed_precision: bool = False  # fine-tuning in float16 maths, float32 weights (GPUs)
     frontal_only: bool = False
     val_split: float | None = None  # None: validate on valid.csv, as the paper did
     cache_dir: Path = DEFAULT_CACHE_DIR
@@ -106,8 +108,9 @@ class _Inputs:
 
     def logits(self, model, inputs) -> np.ndarray:
         if self.cache is not None:
-            return np.asarray(model.predict(inputs, batch_size=1024, verbose=0))
-        return np.asarray(model.predict(self.batches(inputs, None, False), verbose=0))
+            return np.asarray(model.predict(inputs, batch_size=1024, verbose=0), np.float32)
+        batches = self.batches(inputs, None, False)
+        return np.asarray(model.predict(batches, verbose=0), np.float32)
 
 
 def loader_workers() -> int:
@@ -148,6 +151,22 @@ def _image_batches(paths, y, image_size, batch_size, shuffle, seed):
     return ImageBatches()
 
 
+@contextmanager
+def _precision(mixed: bool) -> Iterator[None]:
+    """Layers built inside compute in float16 with float32 weights (Keras's mixed_float16, with
+    loss scaling at compile): about 2x the throughput on a GPU's tensor cores. The policy is
+    global in Keras, so it is put back: the served model is always built in float32."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    if mixed:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def _best_epoch_callback(score: Callable[[object], tuple[float | None, np.ndarray]], history):
     """Keeps the weights of the epoch with the best 5-task validation AUC."""
     import keras
@@ -182,6 +201,11 @@ def train(config: TrainConfig) -> TrainResult:
     """Train, keep the best epoch, save model.h5 and model.json in ``config.out``."""
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise ConfigError("epochs and batch size must be at least 1 and the learning rate > 0")
+    if config.mixed_precision and not config.fine_tune:
+        raise ConfigError(
+            "mixed precision applies to --fine-tune: with a frozen backbone only the head "
+            "trains, on cached float32 features, in seconds"
+        )
     plan = parse_policy(config.policy)
     layout = TargetLayout(plan)
     weights = weights_spec(config.weights)
@@ -206,9 +230,10 @@ def train(config: TrainConfig) -> TrainResult:
         if inputs.cache is not None:
             model = head_on_features(layout.num_logits, config.seed)
         else:
-            model = classifier(
-                config.image_size, weights, layout.num_logits, None, config.seed, True
-            )
+            with _precision(config.mixed_precision):
+                model = classifier(
+                    config.image_size, weights, layout.num_logits, None, config.seed, True
+                )
         model.compile(
             optimizer=keras.optimizers.Adam(config.learning_rate),
             loss=layout.loss_fn(),
@@ -252,7 +277,8 @@ def train(config: TrainConfig) -> TrainResult:
     _save_h5(served, out / MODEL_FILE)
     card.save(out / CARD_FILE)
     check_card(card, served.output_shape[-1], served.input_shape[1])
-    _check_export(served, model, inputs, validation_data, layout, config.image_size)
+    tolerance = MIXED_PRECISION_TOLERANCE if config.mixed_precision else 1e-4
+    _check_export(served, model, inputs, validation_data, layout, config.image_size, tolerance)
     export_after_training(out / MODEL_FILE, served, validation_data.paths, config.image_size)
     computed = inputs.cache.computed if inputs.cache is not None else 0
     return TrainResult(out / MODEL_FILE, card, history, probabilities, computed)
@@ -281,7 +307,13 @@ def _export(trained, inputs: _Inputs, layout: TargetLayout, config: TrainConfig)
     return served
 
 
-def _check_export(served, trained, inputs: _Inputs, data: CheXpertData, layout, size) -> None:
+#: How far the float32 model saved may differ from the float16 maths that trained (probabilities).
+MIXED_PRECISION_TOLERANCE = 1e-2
+
+
+def _check_export(
+    served, trained, inputs: _Inputs, data: CheXpertData, layout, size, tolerance: float
+) -> None:
     """The saved model must give what training measured, on a few validation images."""
     paths = data.paths[:4]
     images = np.stack([load_for_model(p, size) for p in paths])
@@ -289,7 +321,7 @@ def _check_export(served, trained, inputs: _Inputs, data: CheXpertData, layout, 
     expected = layout.probabilities(
         inputs.logits(trained, inputs.prepare(data.select(np.arange(len(paths)))))
     )
-    if not np.allclose(from_served, expected, atol=1e-4):
+    if not np.allclose(from_served, expected, atol=tolerance):
         raise RuntimeError(
             "exported model disagrees with the trained network "
             f"(max difference {np.abs(from_served - expected).max():.2e})"
@@ -327,6 +359,7 @@ def _card(config, plan, weights, train_data, validation_data, validation_source,
             "learning_rate": config.learning_rate,
             "seed": config.seed,
             "optimizer": "Adam",
+            "precision": "mixed_float16" if config.mixed_precision else "float32",
         },
         validation=report.to_dict() | {"source": validation_source},
         packages=package_versions(),

@@ -25,6 +25,7 @@ def test_notebook_trains_evaluates_and_saves(demo_dataset, tmp_path):
             "LEARNING_RATE = 1e-3",
             "WEIGHTS = 'none'",
             "FINE_TUNE = False",
+            "MIXED_PRECISION = False",
             f"OUT_DIR = {str(tmp_path / 'model')!r}",
             f"REPORT_DIR = {str(tmp_path / 'reports')!r}",
             "SEED = 0",

@@ -8,6 +8,7 @@ import pytest
 from chestx.card import ModelCard
 from chestx.data import read_chexpert
 from chestx.data.synthetic import make_demo_dataset
+from chestx.errors import ConfigError
 from chestx.evaluation import mean_competition_auc
 from chestx.features import FeatureCache
 from chestx.inference import Predictor
@@ -132,7 +133,11 @@ def test_mixed_policies_train_and_fold_to_fourteen_sigmoids(learned, tmp_path):
     assert probabilities.shape == (4, 14) and ((probabilities > 0) & (probabilities < 1)).all()
 
 
-def test_fine_tuning_trains_the_backbone_on_images(tmp_path):
+def test_fine_tuning_trains_the_backbone_on_images_in_mixed_precision(tmp_path):
+    """Fine-tuning as on a GPU. (In float32 the only difference is no dtype policy is set; one
+    such run costs 3 minutes on the CI machine, so it is not repeated.)"""
+    import keras
+
     root = make_demo_dataset(tmp_path / "data", 6, 4, image_size=64, seed=2)
     result = train(
         TrainConfig(
@@ -143,10 +148,23 @@ def test_fine_tuning_trains_the_backbone_on_images(tmp_path):
             learning_rate=1e-4,
             weights=None,
             fine_tune=True,
+            mixed_precision=True,
             out=tmp_path / "model",
             progress=False,
         )
     )
     assert result.features_computed == 0
-    assert ModelCard.load(tmp_path / "model" / "model.json").fine_tuned_backbone is True
+    card = ModelCard.load(tmp_path / "model" / "model.json")
+    assert card.fine_tuned_backbone is True
+    assert card.training["precision"] == "mixed_float16"
     assert len(result.history) == 1
+    # The saved model computes in float32, and Keras's global policy is back.
+    assert keras.config.dtype_policy().name == "float32"
+    saved = keras.models.load_model(tmp_path / "model" / "model.h5", compile=False)
+    assert {layer.dtype_policy.name for layer in saved.layers} == {"float32"}
+
+
+def test_mixed_precision_needs_fine_tuning(tmp_path):
+    root = make_demo_dataset(tmp_path / "data", 4, 2, image_size=64, seed=2)
+    with pytest.raises(ConfigError, match="mixed precision applies to --fine-tune"):
+        train(TrainConfig(data=root, weights=None, mixed_precision=True, out=tmp_path / "m"))
