@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--mixed-precision",
         action="store_true",
-        help="with --fine-tune: float16 maths, float32 weights (about 2x faster on a GPU)",
+        help="with --fine-tune: float16 maths, float32 weights (for a GPU's tensor cores)",
     )
     train.add_argument("--frontal-only", action="store_true", help="drop lateral views")
     train.add_argument(

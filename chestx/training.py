@@ -154,8 +154,8 @@ def _image_batches(paths, y, image_size, batch_size, shuffle, seed):
 @contextmanager
 def _precision(mixed: bool) -> Iterator[None]:
     """Layers built inside compute in float16 with float32 weights (Keras's mixed_float16, with
-    loss scaling at compile): about 2x the throughput on a GPU's tensor cores. The policy is
-    global in Keras, so it is put back: the served model is always built in float32."""
+    loss scaling at compile), for a GPU's tensor cores. The policy is global in Keras, so it is
+    put back: the served model is always built in float32."""
     import keras
 
     previous = keras.config.dtype_policy()
