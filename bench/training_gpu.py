@@ -28,26 +28,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from inference import machine, print_table  # noqa: E402
 
 
-def accelerator() -> str:
-    """The device Keras trains on, in words, per backend."""
+def accelerator() -> tuple[str, bool]:
+    """The device Keras trains on, in words, and whether it is a GPU."""
     import keras
 
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        return f"{jax.devices()[0].device_kind} (jax {jax.__version__})"
+        device = jax.devices()[0]
+        return f"{device.device_kind} (jax {jax.__version__})", device.platform == "gpu"
     if backend == "torch":
         import torch
 
         if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-        return f"CPU (torch {torch.__version__})"
+            return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})", True
+        return f"CPU (torch {torch.__version__})", False
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name") if gpus else "CPU"
-    return f"{name} (tensorflow {tf.__version__})"
+    if not gpus:
+        return f"CPU (tensorflow {tf.__version__})", False
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return f"{name} (tensorflow {tf.__version__})", True
 
 
 def fine_tuning_rate(size: int, batch: int, precision: str, steps: int, seed: int = 0):
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=1024, help="JPEGs for the loader rows")
     parser.add_argument("--budget", type=float, default=1e9, help="seconds; later rows skipped")
     parser.add_argument("--json", type=Path, help="write the figures here as they come")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke test (CPU too)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.batch_size, args.steps, args.images = [64], 4, 3, 32
@@ -151,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.perf_counter()
     batch, size = args.batch_size, args.sizes[0]
-    device = accelerator()
+    device, on_gpu = accelerator()
     print(f"backend {keras.backend.backend()}, keras {keras.__version__}, device {device}")
+    if not on_gpu and not args.quick:
+        print("no GPU: this bench measures training on one (bench/training.py covers the CPU)")
+        return 0
     figures: dict = {"device": device, "backend": keras.backend.backend(), "batch": batch}
 
     def record(name: str, value: float) -> None:
