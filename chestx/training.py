@@ -116,8 +116,9 @@ class _Inputs:
 def loader_workers() -> int:
     """Threads that read training images: one per core the process may use (at least 2).
 
-    Decoding and resizing release the GIL, so threads scale: on a GPU machine a fixed 2 would
-    feed the GPU far below its rate (bench/training_gpu.py measures both).
+    Decoding and resizing release the GIL, the Python around them doesn't: on a 16-core GPU
+    machine 16 threads read 2.2x what one does, still 5x below what the GPU trains on
+    (bench/training_gpu.py; docs/performance.md says what would close the gap).
     """
     return max(2, len(os.sched_getaffinity(0)))
 
