@@ -81,31 +81,30 @@ def fine_tuning_rate(size: int, batch: int, precision: str, steps: int, seed: in
         def __getitem__(self, index):
             return x, y
 
-    timer = EpochTimer()
+    timer = epoch_timer()
     # Epoch 1 compiles and warms up; epochs 2 and 3 are timed.
     model.fit(SameBatch(), epochs=3, verbose=0, callbacks=[timer])
     return batch * steps / min(timer.seconds[1:]), model
 
 
-class EpochTimer:
-    """Wall time of each epoch, the loss read at its end (so the device has finished)."""
+def epoch_timer():
+    """A Keras callback keeping each epoch's wall time; it reads the loss at the epoch's end, so
+    the device has finished the epoch's steps."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds: list[float] = []
 
-        class _Timer(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.seconds: list[float] = []
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
 
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            float(logs["loss"])
+            self.seconds.append(time.perf_counter() - self.start)
 
-            def on_epoch_end(self, epoch, logs=None):
-                float(logs["loss"])
-                self.seconds.append(time.perf_counter() - self.start)
-
-        return _Timer()
+    return EpochTimer()
 
 
 def loader_rate(paths: list[str], size: int, threads: int, repeats: int = 2) -> float:
@@ -129,7 +128,7 @@ def fit_from_files(model, paths: list[str], size: int, batch: int) -> float:
     rng = np.random.default_rng(1)
     y = np.concatenate([rng.integers(0, 2, (len(paths), 14)), np.ones((len(paths), 14))], axis=1)
     batches = _image_batches(paths, y.astype(np.float32), size, batch, True, 0)
-    timer = EpochTimer()
+    timer = epoch_timer()
     model.fit(batches, epochs=2, verbose=0, callbacks=[timer])
     return len(paths) / min(timer.seconds[1:])
 
@@ -183,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     workers = loader_workers()
     record("loader_1_thread", loader_rate(paths, size, 1))
     record("loader_all_threads", loader_rate(paths, size, workers))
-    keras.config.set_dtype_policy("mixed_float16")
     record("fine_tune_from_files", fit_from_files(compiled[size], paths, size, batch))
 
     for each in args.sizes:
