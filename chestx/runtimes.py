@@ -56,16 +56,21 @@ def choose(preferred: str = "auto") -> str:
     return preferred
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity on Linux, else all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def physical_cores() -> int:
     """Physical cores this process may use: one inference thread each (SMT siblings only
     contend for the same vector units). ``$CHESTX_THREADS`` overrides."""
     configured = os.environ.get("CHESTX_THREADS")
     if configured:
         return max(1, int(configured))
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
+    usable = usable_cpus()
     try:
         import psutil
 

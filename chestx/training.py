@@ -10,7 +10,6 @@ runs its two rounds, and the saved model ends in 14 sigmoids whatever the polici
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from chestx.imaging import PREPROCESSING, load_for_model
 from chestx.labels import OBSERVATIONS
 from chestx.network import classifier, fold_into_classifier, head_on_features, weights_spec
 from chestx.policies import U_SELF_TRAINED, TargetLayout, parse_policy
+from chestx.runtimes import usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def loader_workers() -> int:
     machine 16 threads read 2.2x what one does, still 5x below what the GPU trains on
     (bench/training_gpu.py; docs/performance.md says what would close the gap).
     """
-    return max(2, len(os.sched_getaffinity(0)))
+    return max(2, usable_cpus())
 
 
 def _image_batches(paths, y, image_size, batch_size, shuffle, seed):
