@@ -53,6 +53,14 @@ def accelerator() -> tuple[str, bool]:
     return f"{name} (tensorflow {tf.__version__})", True
 
 
+def random_targets(rng, count: int):
+    """U-Ones training targets for ``count`` images: 14 random 0/1 labels, then 14 mask ones."""
+    import numpy as np
+
+    labels = rng.integers(0, 2, (count, 14))
+    return np.concatenate([labels, np.ones((count, 14))], axis=1).astype(np.float32)
+
+
 def fine_tuning_rate(size: int, batch: int, precision: str, steps: int, seed: int = 0):
     """Images/s of whole-network training steps (backbone trainable), compile excluded.
 
@@ -71,8 +79,7 @@ def fine_tuning_rate(size: int, batch: int, precision: str, steps: int, seed: in
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=layout.loss_fn())
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, 1.0, (batch, size, size, 3)).astype(np.float32)
-    y = np.concatenate([rng.integers(0, 2, (batch, 14)), np.ones((batch, 14))], axis=1)
-    y = y.astype(np.float32)
+    y = random_targets(rng, batch)
 
     class SameBatch(keras.utils.PyDataset):
         def __len__(self):
@@ -125,9 +132,8 @@ def fit_from_files(model, paths: list[str], size: int, batch: int) -> float:
 
     from chestx.training import _image_batches
 
-    rng = np.random.default_rng(1)
-    y = np.concatenate([rng.integers(0, 2, (len(paths), 14)), np.ones((len(paths), 14))], axis=1)
-    batches = _image_batches(paths, y.astype(np.float32), size, batch, True, 0)
+    y = random_targets(np.random.default_rng(1), len(paths))
+    batches = _image_batches(paths, y, size, batch, True, 0)
     timer = epoch_timer()
     model.fit(batches, epochs=2, verbose=0, callbacks=[timer])
     return len(paths) / min(timer.seconds[1:])
@@ -157,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from chestx.data.synthetic import make_demo_dataset
+    from chestx.runtimes import usable_cpus
     from chestx.training import loader_workers
 
     began = time.perf_counter()
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     resident, fed = figures[f"fine_tune_{size}_{first}"], figures["fine_tune_from_files"]
     rows.append((f"fine-tuning {size} px, {first}, fed from JPEG files (images/s)", f"{fed:.0f}",
                  "resident batch", f"{resident:.0f}", f"{fed / resident:.2f}x", "-"))  # fmt: skip
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cpus()
     print_table(f"Training on a GPU, batch {batch}, {device}, {cores} CPU cores", rows)
     print(f"\nmachine: {machine()}")
     return 0
