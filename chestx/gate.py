@@ -49,68 +49,95 @@ class GateVerdict:
 
 def _analysis_pixels(pixels: np.ndarray) -> np.ndarray:
     """Grey levels 0-255 (float) at most ANALYSIS_SIDE a side."""
+    if max(pixels.shape) <= ANALYSIS_SIDE:  # what thumbnail() would return: skip the copy
+        return np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0) * np.float32(255)
     image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
     image.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255.0
+    return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * np.float32(255)
 
 
 def _flat_share(levels: np.ndarray) -> float:
-    """Share of pixels whose 3x3 neighbourhood is one exact shade other than black."""
+    """Share of pixels whose 3x3 neighbourhood is one exact shade other than black.
+
+    Separable: a 3 x 3 patch is one shade when each of its three rows is, and its middle
+    column too (4 comparisons per pixel instead of 9)."""
     if min(levels.shape) < 3:
         return 1.0
     centre = levels[1:-1, 1:-1]
-    same = np.ones_like(centre, dtype=bool)
-    height, width = levels.shape
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            same &= levels[1 + dy : height - 1 + dy, 1 + dx : width - 1 + dx] == centre
-    return float((same & (centre > 5)).mean())
+    rows = (levels[:, :-2] == levels[:, 1:-1]) & (levels[:, 2:] == levels[:, 1:-1])
+    flat = rows[:-2] & rows[1:-1] & rows[2:]
+    flat &= levels[:-2, 1:-1] == centre
+    flat &= levels[2:, 1:-1] == centre
+    flat &= centre > 5
+    return np.count_nonzero(flat) / flat.size
 
 
-def _percentiles(values: np.ndarray, *percents: float) -> list[float]:
-    """np.percentile's default (linear) percentiles from one partial sort: 4x quicker."""
-    flat = values.ravel()
-    positions = [percent / 100 * (flat.size - 1) for percent in percents]
-    lows = [int(position) for position in positions]
-    highs = [min(low + 1, flat.size - 1) for low in lows]
-    ordered = np.partition(flat, sorted(set(lows + highs)))
-    return [
-        float(ordered[low]) + (float(ordered[high]) - float(ordered[low])) * (position - low)
-        for position, low, high in zip(positions, lows, highs, strict=True)
-    ]
+def _percentiles(histogram: np.ndarray, *percents: float) -> list[float]:
+    """np.percentile's default (linear) percentiles of the grey levels, from their histogram
+    (counts per level): the k-th smallest level is the first whose cumulative count passes k."""
+    cumulative = np.cumsum(histogram)
+    count = int(cumulative[-1])
+    results = []
+    for percent in percents:
+        position = percent / 100 * (count - 1)
+        low = int(position)
+        high = min(low + 1, count - 1)
+        low_level, high_level = np.searchsorted(cumulative, [low, high], side="right")
+        results.append(float(low_level + (high_level - low_level) * (position - low)))
+    return results
+
+
+def _mean_abs_laplacian(grey: np.ndarray) -> float:
+    """Mean |4 x centre - its 4 neighbours| inside the border (computed in place)."""
+    laplacian = grey[1:-1, 1:-1] * np.float32(4)
+    laplacian -= grey[:-2, 1:-1]
+    laplacian -= grey[2:, 1:-1]
+    laplacian -= grey[1:-1, :-2]
+    laplacian -= grey[1:-1, 2:]
+    return float(np.abs(laplacian, out=laplacian).mean())
+
+
+def _gradient_magnitude(grey: np.ndarray) -> np.ndarray:
+    """|np.gradient(grey)|, the same numbers (central differences, one-sided at the edges),
+    computed in place: the gate's largest cost before."""
+    gy = np.empty_like(grey)
+    np.subtract(grey[2:], grey[:-2], out=gy[1:-1])
+    gy[1:-1] /= np.float32(2)
+    gy[0], gy[-1] = grey[1] - grey[0], grey[-1] - grey[-2]
+    gx = np.empty_like(grey)
+    np.subtract(grey[:, 2:], grey[:, :-2], out=gx[:, 1:-1])
+    gx[:, 1:-1] /= np.float32(2)
+    gx[:, 0], gx[:, -1] = grey[:, 1] - grey[:, 0], grey[:, -1] - grey[:, -2]
+    gx *= gx
+    gy *= gy
+    gx += gy
+    return np.sqrt(gx, out=gx)
 
 
 def measure(radiograph: Radiograph) -> dict[str, float]:
-    """The statistics the gate decides on (all cheap: a few ms on a 256 px image)."""
+    """The statistics the gate decides on (all cheap: about a millisecond on a 256 px image)."""
     width, height = radiograph.original_size
     grey = _analysis_pixels(radiograph.pixels)
-    levels = np.round(grey).astype(np.int16)
-    histogram = np.bincount(levels.ravel(), minlength=256) / levels.size
+    levels = np.round(grey).astype(np.uint8)  # grey is 0-255: fits
+    counts = np.bincount(levels.ravel(), minlength=256)
+    histogram = counts / levels.size
     used = histogram[histogram > 0]
-    p5, p95 = _percentiles(grey, 5, 95)
+    p5, p95 = _percentiles(counts, 5, 95)
     stats = {
         "width": float(width),
         "height": float(height),
         "aspect_ratio": width / height if height else 0.0,
         "colourfulness": float(radiograph.colourfulness),
         "spread": float(p95 - p5) / 255.0,
-        "white_share": float((levels >= 250).mean()),
+        "white_share": float(histogram[250:].sum()),
         "flat_share": _flat_share(levels),
         "entropy_bits": max(0.0, float(-(used * np.log2(used)).sum())),
         "detail": 0.0,
         "edge_concentration": 0.0,
     }
     if min(grey.shape) >= 3:
-        laplacian = np.abs(
-            4 * grey[1:-1, 1:-1]
-            - grey[:-2, 1:-1]
-            - grey[2:, 1:-1]
-            - grey[1:-1, :-2]
-            - grey[1:-1, 2:]
-        )
-        stats["detail"] = float(laplacian.mean())
-        gy, gx = np.gradient(grey)
-        magnitude = np.sqrt(gx * gx + gy * gy).ravel()
+        stats["detail"] = _mean_abs_laplacian(grey)
+        magnitude = _gradient_magnitude(grey).ravel()
         total = float(magnitude.sum())
         top = max(1, magnitude.size // 20)  # the strongest 5 %, found without a full sort
         strongest = float(np.partition(magnitude, magnitude.size - top)[-top:].sum())
