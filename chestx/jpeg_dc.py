@@ -239,6 +239,19 @@ _RANGE_LIMIT = np.concatenate(
 ).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=32)
+def _dc_pixels(quant_dc: int) -> np.ndarray:
+    """The 1/8-scale pixel of every 16-bit DC coefficient, indexed by its bits as uint16:
+    dequantised, descaled by 8 with rounding, range-limited, as libjpeg does. One lookup per
+    pixel instead of six passes over the image."""
+    values = np.arange(1 << 16, dtype=np.uint16).view(np.int16).astype(np.int32)
+    values *= quant_dc  # at most 2 ** 15 * (2 ** 16 - 1): fits
+    values += 4
+    values >>= 3
+    values &= 1023
+    return _RANGE_LIMIT[values]
+
+
 def _kernel_source():
     """The numba kernel, defined only when numba is imported (in ``prepare``'s thread)."""
     import numba
@@ -435,13 +448,8 @@ def _decode(kernel, data: bytes) -> np.ndarray | None:
         status, done, _ = kernel(stream, scan.data_start, len(values), *tables, values, _NONE, 0)
         if status != 0:
             return None
-    # libjpeg keeps a coefficient in 16 bits, dequantises, and descales by 8 with rounding.
-    values = values.astype(np.int16).astype(np.int32)
-    values *= scan.quant_dc  # at most 2 ** 15 * (2 ** 16 - 1): fits
-    values += 4
-    values >>= 3
-    values &= 1023
-    return _RANGE_LIMIT[values].reshape(rows, columns)
+    # libjpeg keeps a coefficient in 16 bits: its low 16 bits index the table of pixels.
+    return _dc_pixels(scan.quant_dc)[values.astype(np.uint16)].reshape(rows, columns)
 
 
 def _decode_halves(kernel, data: bytes, start: int, blocks: int, tables) -> np.ndarray | None:
@@ -501,8 +509,17 @@ def _decode_later_half(kernel, data: bytes, stream: np.ndarray, start: int, bloc
         if status != -1 or done > 8:
             break
         middle += 1  # an invalid code before it found its feet: start a byte later
-    offset = 8 * (middle - start - data.count(b"\xff\x00", start, middle))
+    offset = 8 * (middle - start - _stuffed_bytes(stream, start, middle))
     return offset, values, starts, done, data_end
+
+
+def _stuffed_bytes(stream: np.ndarray, start: int, end: int) -> int:
+    """How many 0xFF 0x00 pairs lie in stream[start:end] (the 0 is stuffing the decoder drops).
+
+    Counts the 0xFF bytes: in entropy-coded data each one is followed by a stuffed 0 unless it
+    starts a marker, and a marker in the first half makes _decode_halves give up anyway (its
+    decoder reports the data's end). 0.08 ms on half a 1.3 MB scan; bytes.count took 0.8."""
+    return int(np.count_nonzero(stream[start:end] == 0xFF))
 
 
 HELPERS = 2
