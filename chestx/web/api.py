@@ -65,7 +65,7 @@ def prediction_json(analysis: Analysis, result_id: str) -> dict:
 def predict():
     data = upload_bytes(request)
     analysis = _services().analyser.analyse(data, wants_override(request))
-    study, created = studies.record(analysis, data)  # saved, or reused for the same bytes
+    study, created = studies.record(analysis)  # saved, or reused for the same bytes
     result_id = _services().store.put(analysis, key=study.id)
     body = prediction_json(analysis, result_id)
     body["study"] = {"id": study.id, "reused": not created, "links": studies.links(study)}

@@ -63,7 +63,7 @@ def index():
 def analyse():
     data = upload_bytes(request)
     analysis = _services().analyser.analyse(data, wants_override(request))
-    study, _ = studies.record(analysis, data)  # saved, or the same bytes' earlier study
+    study, _ = studies.record(analysis)  # saved, or the same bytes' earlier study
     result_id = _services().store.put(analysis, key=study.id)
     return redirect(url_for("pages.result", result_id=result_id), code=303)
 

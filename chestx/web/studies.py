@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +80,7 @@ def _store() -> StudyStore:
 # --- saving an analysis --------------------------------------------------------------------
 
 
-def record(analysis, data: bytes, req=None) -> tuple[Study, bool]:
+def record(analysis, req=None) -> tuple[Study, bool]:
     """Save an analysed upload (or find it saved already); returns (study, created).
 
     On reuse the analysis shows the stored probabilities, so every page and answer for these
@@ -94,7 +93,7 @@ def record(analysis, data: bytes, req=None) -> tuple[Study, bool]:
     card = current_app.extensions["chestx"].analyser.card
     width, height = analysis.original_size
     new = NewStudy(
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=analysis.sha256,
         display_name=display_name(raw_name, f"{analysis.image_format} image"),
         model_name=card.name,
         model_version=str(card.version),

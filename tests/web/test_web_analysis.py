@@ -3,6 +3,8 @@ decoded only when a page asks for it."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from chestx.imaging import load_for_model
@@ -20,6 +22,8 @@ def test_the_model_sees_an_upload_exactly_as_training_reads_the_file(app, cxr_di
         analysis = analyser.analyse(data)
         expected = load_for_model(data, analyser.predictor.image_size)
         np.testing.assert_array_equal(analysis.model_input, expected)
+        # The study store's key, hashed beside the gate: the upload's own sha256.
+        assert analysis.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_a_large_jpeg_is_decoded_for_display_only_when_shown(app, cxr_dir):
