@@ -4,14 +4,15 @@ At 1/8 scale each 8 x 8 block of a JPEG becomes one pixel, its DC coefficient de
 + 128 (libjpeg's ``jpeg_idct_1x1``, which Pillow's ``draft`` uses). libjpeg still decodes every
 AC coefficient's Huffman code one at a time to skip it, and that is most of the 14 ms a 1.3 MB,
 2000 px radiograph takes. Here one lookup on the next 12 bits skips several AC codes at once
-(about 7 ms for that file), and a large scan is decoded in two halves at once (about 5 ms on
+(about 6.5 ms for that file), and a large scan is decoded in two halves at once (about 4 ms on
 2 cores; see ``_decode_halves``). The pixels are libjpeg's, exactly: tests compare them on
 every JPEG in ../shared/cxr and on generated ones.
 
 Only what radiographs usually are is decoded here: baseline (or extended) Huffman coding,
-8 bits, one component, one scan, no restart markers. For anything else, and for any stream
-that looks wrong (a bad code, data that runs out), ``decode_eighth`` returns None and the
-caller decodes with Pillow, so odd files get Pillow's pixels and Pillow's errors.
+8 bits, one component, one scan, no restart markers, DC codes of at most 12 bits. For anything
+else, and for any stream that looks wrong (a bad code, data that runs out), ``decode_eighth``
+returns None and the caller decodes with Pillow, so odd files get Pillow's pixels and Pillow's
+errors.
 
 The kernel is compiled by numba and cached on disk (numba's cache, beside this file). Loading it
 takes about a second (two the first time), so ``prepare()`` does that in a background thread,
@@ -33,7 +34,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Bits looked up at once when skipping AC codes: a 4096-entry table stays in L1 cache.
+#: Bits looked up at once, for a DC code or a group of AC codes: 4096-entry tables stay in L1
+#: cache (a 16-bit DC table, 256 kB, did not: 10 % of the time went to its misses).
 WINDOW = 12
 #: Scans shorter than this aren't worth it: Pillow is as quick on small files.
 MIN_SCAN_BYTES = 64 * 1024
@@ -160,13 +162,18 @@ def _codes(table: bytes) -> list[tuple[int, int, int]]:
 
 @functools.lru_cache(maxsize=32)
 def _dc_lookup(table: bytes) -> np.ndarray:
-    """16-bit window -> (code length << 8) | DC difference size; 0 where no code starts."""
-    lookup = np.zeros(1 << 16, np.int32)
+    """WINDOW-bit window -> (code length << 8) | DC difference size; 0 where no code starts.
+
+    Twelve symbols need codes of at most 12 bits (11, plus the all-ones code JPEG forbids);
+    a table with longer codes is left to Pillow."""
+    lookup = np.zeros(1 << WINDOW, np.uint16)
     for length, code, symbol in _codes(table):
         if symbol > 11:
             raise _Unsupported("DC size over 11 bits")
-        low = code << (16 - length)
-        lookup[low : low + (1 << (16 - length))] = (length << 8) | symbol
+        if length > WINDOW:
+            raise _Unsupported("DC code over 12 bits")
+        low = code << (WINDOW - length)
+        lookup[low : low + (1 << (WINDOW - length))] = (length << 8) | symbol
     return lookup
 
 
@@ -186,9 +193,10 @@ _MAX_CODE, _FIRST_INDEX, _FIRST_CODE, _STEPS = 0, 18, 36, 54
 def _ac_lookup(table: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The skip table on WINDOW bits, and the slow path for longer codes.
 
-    Entry bits: 0 end-of-block ends the group, 1-8 coefficients the group advances, 9-13 bits
-    it takes, 14-21 and 22-26 the same two for its first code alone. A group is every whole
-    code (with its extra bits) that fits in the window; 0 marks a code longer than the window.
+    Entry bits: 0-4 bits the group takes, 5 end-of-block ends it, 6-13 coefficients it
+    advances, 14-21 and 22-26 advance and bits for its first code alone. A group is every
+    whole code (with its extra bits) that fits in the window. A code longer than the window
+    has advance 255 and no first code, so the kernel's one test sends it to the slow path.
     """
     size = 1 << WINDOW
     first = np.zeros(size, np.int64)
@@ -222,8 +230,8 @@ def _ac_lookup(table: bytes) -> tuple[np.ndarray, np.ndarray]:
         advance[going] += following[~is_end] & 255
         active[:] = False
         active[going] = bits[going] < WINDOW
-    packed = (first_bits << 22) | (first_advance << 14) | (bits << 9) | (advance << 1) | ended
-    packed[~valid] = 0
+    packed = (first_bits << 22) | (first_advance << 14) | (advance << 6) | (ended << 5) | bits
+    packed[~valid] = 255 << 6  # advances past any block: takes the slow path
     return packed.astype(np.int32), slow
 
 
@@ -260,7 +268,9 @@ def _kernel_source():
     def refill(data, position, buffer, bits, padding, fed):
         """Top the bit buffer up to 57-64 bits, removing the 0 stuffed after each 0xFF. At a
         marker or the end, zero bits are fed (counted in ``padding``), as libjpeg does.
-        ``fed`` counts every bit put into the buffer."""
+        ``fed`` counts every bit put into the buffer. The buffer is left-aligned: its next
+        bit is its highest, so a lookup is one constant shift and taking bits one shift left
+        (a shorter chain from one lookup to the next than masking a right-aligned buffer)."""
         size = data.shape[0]
         if bits <= 32 and padding == 0 and position + 4 <= size:
             b0, b1 = data[position], data[position + 1]
@@ -268,8 +278,8 @@ def _kernel_source():
             if b0 != 0xFF and b1 != 0xFF and b2 != 0xFF and b3 != 0xFF:  # the usual case
                 word = (np.uint64(b0) << np.uint64(24)) | (np.uint64(b1) << np.uint64(16))
                 word |= (np.uint64(b2) << np.uint64(8)) | np.uint64(b3)
-                word = (buffer << np.uint64(32)) | word
-                return position + 4, word, bits + 32, padding, fed + 32
+                buffer |= word << np.uint64(32 - bits)
+                return position + 4, buffer, bits + 32, padding, fed + 32
         while bits <= 56:
             byte = 0
             if padding == 0 and position < size:
@@ -284,15 +294,15 @@ def _kernel_source():
                     position += 1
             else:
                 padding += 8
-            buffer = (buffer << np.uint64(8)) | np.uint64(byte)
+            buffer |= np.uint64(byte) << np.uint64(56 - bits)
             bits += 8
             fed += 8
         return position, buffer, bits, padding, fed
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-    def peek(buffer, bits, count):
-        """The next ``count`` bits of the buffer (which holds ``bits``)."""
-        return np.int64((buffer >> np.uint64(bits - count)) & np.uint64((1 << count) - 1))
+    def peek(buffer, count):
+        """The next ``count`` bits (1 to 63) of the buffer, whose first bit is its highest."""
+        return np.int64(buffer >> np.uint64(64 - count))
 
     @numba.njit(cache=True, nogil=True, boundscheck=False)
     def dc_values(data, position, blocks, dc_lookup, ac_lookup, slow, window, out, starts, stop):
@@ -304,7 +314,7 @@ def _kernel_source():
         block runs past the data.
         Files with a bad code or too little data are for libjpeg, with its warnings and errors.
         """
-        mask = np.uint64((1 << window) - 1)
+        shift = np.uint64(64 - window)
         record = starts.shape[0] > 0
         buffer = np.uint64(0)
         bits = 0  # bits in the buffer
@@ -324,13 +334,15 @@ def _kernel_source():
                 if padding > 128:
                     return -2, block, fed - padding
             # The DC difference: a code for its size, then that many bits.
-            entry = dc_lookup[(buffer >> np.uint64(bits - 16)) & np.uint64(0xFFFF)]
+            entry = np.int64(dc_lookup[buffer >> shift])
             if entry == 0:
                 return -1, block, -1
+            buffer <<= np.uint64(entry >> 8)
             bits -= entry >> 8
             extra = entry & 255
             if extra:
-                value = peek(buffer, bits, extra)
+                value = peek(buffer, extra)
+                buffer <<= np.uint64(extra)
                 bits -= extra
                 if value < (1 << (extra - 1)):
                     value -= (1 << extra) - 1
@@ -343,25 +355,27 @@ def _kernel_source():
                     position, buffer, bits, padding, fed = state
                     if padding > 128:
                         return -2, block, fed - padding
-                group = ac_lookup[(buffer >> np.uint64(bits - window)) & mask]
-                advance = (group >> 1) & 255
-                if group != 0 and k + advance < 64:  # every code of the group is in this block
-                    bits -= (group >> 9) & 31
-                    if group & 1:
+                group = ac_lookup[buffer >> shift]
+                advance = (group >> 6) & 255
+                if k + advance < 64:  # every code of the group is in this block
+                    taken = group & 31
+                    buffer <<= np.uint64(taken)
+                    bits -= taken
+                    if group & 32:
                         break
                     k += advance
                     continue
-                if group != 0:
-                    step = np.int64(group >> 14)
-                else:  # a code longer than the window: canonical decoding, bit by bit
+                step = np.int64(group >> 14)
+                if step == 0:  # a code longer than the window: canonical decoding, bit by bit
                     length = window + 1
-                    code = peek(buffer, bits, length)
+                    code = peek(buffer, length)
                     while length < 16 and code > slow[length]:
                         length += 1
-                        code = peek(buffer, bits, length)
+                        code = peek(buffer, length)
                     if code > slow[length]:
                         return -1, block, -1
                     step = slow[54 + slow[18 + length] + code - slow[36 + length]]
+                buffer <<= np.uint64(step >> 8)
                 bits -= step >> 8
                 if (step & 255) == 64:
                     break

@@ -119,6 +119,12 @@ def test_other_kinds_of_jpeg_are_left_to_pillow(kind, options):
     assert jpeg_dc.decode_eighth(encode(image, quality=95, **options)) is None
 
 
+def test_a_dc_code_longer_than_the_lookup_window_is_left_to_pillow():
+    counts = [1] * 11 + [0, 1] + [0] * 3  # codes of 1 to 11 bits, and one of 13
+    with pytest.raises(jpeg_dc._Unsupported):
+        jpeg_dc._dc_lookup(bytes(counts) + bytes(range(12)))
+
+
 def test_a_small_jpeg_is_left_to_pillow():
     assert jpeg_dc.decode_eighth(encode(chest_like(1800, 1800, 3), quality=5)) is None
 
