@@ -17,6 +17,7 @@ from werkzeug.utils import cached_property
 from werkzeug.wsgi import get_input_stream
 
 from chestx.errors import ImageError
+from chestx.web.multipart import InMemoryFormDataParser
 
 FIELD = "file"
 TRUE_WORDS = frozenset({"1", "yes", "true", "on"})
@@ -31,7 +32,10 @@ class UploadRequest(Request):
     """Flask's request, with the body read in one piece and multipart file parts in memory.
 
     Werkzeug writes any part over 500 kB to a temporary file: a chest X-ray upload would touch
-    the disk (patient data) and cost a write and a read-back on every request."""
+    the disk (patient data) and cost a write and a read-back on every request. A form read in
+    one piece is also parsed in one pass (chestx.web.multipart)."""
+
+    form_data_parser_class = InMemoryFormDataParser
 
     @cached_property
     def stream(self) -> IO[bytes]:
