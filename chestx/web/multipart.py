@@ -52,7 +52,11 @@ def split_form(
         if max_parts is not None and len(fields) + len(files) >= max_parts:
             return None  # Werkzeug refuses it (413)
         headers_end = body.find(b"\r\n\r\n", start)
-        headers = _headers(body[start:headers_end]) if headers_end >= 0 else None
+        if headers_end < 0 or (
+            max_field_bytes is not None and headers_end - start > max_field_bytes
+        ):
+            return None  # no end to the headers, or more of them than Werkzeug buffers (413)
+        headers = _headers(body[start:headers_end])
         if headers is None:
             return None
         content_end = body.find(separator, headers_end + 4)

@@ -81,9 +81,16 @@ def test_werkzeugs_limits_still_apply():
     body, content_type = multipart(JPEG_LIKE, "x.jpg", fields)
     with pytest.raises(RequestEntityTooLarge):
         parse(fast.InMemoryFormDataParser, body, content_type, parts=3)
-    body, content_type = multipart(JPEG_LIKE, "x.jpg", {"note": "y" * 5000})
+    # Werkzeug's field and header limit (over its 64 kB reads, or every read would exceed it).
+    limit = 100_000
+    body, content_type = multipart(JPEG_LIKE, "x.jpg", {"note": "y" * 200_000})
     with pytest.raises(RequestEntityTooLarge):
-        parse(fast.InMemoryFormDataParser, body, content_type, memory=1000)
+        parse(fast.InMemoryFormDataParser, body, content_type, memory=limit)
+    body, content_type = multipart(JPEG_LIKE, "x" * 200_000 + ".jpg")  # a 200 kB header line
+    with pytest.raises(RequestEntityTooLarge):
+        parse(fast.InMemoryFormDataParser, body, content_type, memory=limit)
+    body, content_type = multipart(JPEG_LIKE, "x.jpg", {"note": "y" * 50_000})
+    assert both(body, content_type, memory=limit)[0] == [("note", "y" * 50_000)]
 
 
 def test_uploads_use_the_one_pass_parser():
