@@ -74,9 +74,10 @@ class Client:
     """One keep-alive HTTP/1.1 connection posting uploads, on a bare socket.
 
     The clients share this machine's 2 cores with the server they measure, so they should take
-    as little of them as a load generator such as wrk or hey does: http.client took 1.6 to 2
-    core-ms a request (it parses every response's headers with the email package), this about
-    0.5. ``client_cpu`` in the load test's result says what the clients took."""
+    as little of them as a load generator such as wrk or hey does: with http.client the clients
+    took 1.6 to 2 core-ms a request (it parses every response's headers with the email
+    package), with this 1.0 to 1.3, most of it the kernel's loopback TCP. ``client_cpu`` in
+    the load test's result says what they took."""
 
     def __init__(self, port: int):
         self.port = port

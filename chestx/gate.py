@@ -72,10 +72,10 @@ def _flat_share(levels: np.ndarray) -> float:
     return np.count_nonzero(flat) / flat.size
 
 
-def _percentiles(histogram: np.ndarray, *percents: float) -> list[float]:
-    """np.percentile's default (linear) percentiles of the grey levels, from their histogram
-    (counts per level): the k-th smallest level is the first whose cumulative count passes k."""
-    cumulative = np.cumsum(histogram)
+def _percentiles(counts: np.ndarray, *percents: float) -> list[float]:
+    """np.percentile's default (linear) percentiles of the grey levels, from their counts per
+    level: the k-th smallest level is the first whose cumulative count passes k."""
+    cumulative = np.cumsum(counts)
     count = int(cumulative[-1])
     results = []
     for percent in percents:
