@@ -107,7 +107,7 @@ def _is_eighth_grey(image: Image.Image) -> bool:
     )
 
 
-def _read_pil(data: bytes, min_size: int | None, split_decode: bool) -> Radiograph:
+def _read_pil(data: bytes, min_size: int | None) -> Radiograph:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -124,8 +124,7 @@ def _read_pil(data: bytes, min_size: int | None, split_decode: bool) -> Radiogra
                 # Decode large JPEGs at a reduced scale straight away (DCT scaling): far faster.
                 image.draft("L" if image.mode == "L" else "RGB", (min_size, min_size))
                 if _is_eighth_grey(image):
-                    # The same pixels, sooner; or None.
-                    pixels = jpeg_dc.decode_eighth(data, split=split_decode)
+                    pixels = jpeg_dc.decode_eighth(data)  # the same pixels, sooner; or None
                     if pixels is not None:
                         return Radiograph(pixels / np.float32(255), fmt, original_size, 0.0)
             image.load()
@@ -219,15 +218,11 @@ def _decode_dicom(dataset) -> Radiograph:
     return Radiograph(pixels, "DICOM", (width, height), 0.0, modality or None)
 
 
-def read_image(
-    source: bytes | str | Path, min_size: int | None = None, split_decode: bool = True
-) -> Radiograph:
+def read_image(source: bytes | str | Path, min_size: int | None = None) -> Radiograph:
     """Decode a PNG, JPEG (or other Pillow format) or DICOM file into greyscale pixels.
 
     ``min_size`` lets large JPEGs decode at a reduced scale no smaller than that many pixels,
-    which is all the model needs. ``split_decode`` False keeps a large JPEG's decoding on this
-    thread's core, for when every other core is busy (chestx.jpeg_dc); the pixels are the same.
-    Raises ImageError with a user-facing message and HTTP status.
+    which is all the model needs. Raises ImageError with a user-facing message and HTTP status.
     """
     if isinstance(source, str | Path):
         path = Path(source)
@@ -241,7 +236,7 @@ def read_image(
         raise ImageError("the file is empty", 400)
     if _is_dicom(data):
         return _read_dicom(data)
-    return _read_pil(data, min_size, split_decode)
+    return _read_pil(data, min_size)
 
 
 def preprocess(pixels: np.ndarray, image_size: int) -> np.ndarray:

@@ -114,12 +114,6 @@ class Predictor:
     def image_size(self) -> int:
         return self.card.image_size
 
-    def idle(self) -> bool:
-        """True when no prediction is running or waiting (the cores are free for other work,
-        such as decoding an upload on two of them). Always True on TensorFlow, which has no
-        session pool to ask."""
-        return self.served is None or self.served.pool.idle()
-
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, 14) probabilities for preprocessed (N, size, size, 3) images."""
         return np.asarray(self._call(np.asarray(images, dtype=np.float32)))

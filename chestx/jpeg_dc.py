@@ -445,20 +445,16 @@ def ready() -> bool:
     return _kernel is not None
 
 
-def decode_eighth(data: bytes, split: bool = True) -> np.ndarray | None:
+def decode_eighth(data: bytes) -> np.ndarray | None:
     """The JPEG at 1/8 scale as uint8 (H/8 x W/8, rounded up), equal to libjpeg's; None when
     the file isn't the simple kind, looks wrong, or the kernel isn't loaded yet. Never raises:
-    this is only a faster way to Pillow's pixels, and Pillow is there for anything else.
-
-    ``split`` lets a large scan be decoded in two halves at once, the quickest answer when
-    another core is free. When every core is busy (a server under load), pass False: the
-    halves' overlap and hand-over cost about a core-millisecond more than one piece."""
+    this is only a faster way to Pillow's pixels, and Pillow is there for anything else."""
     kernel = _kernel
     if kernel is None:
         prepare()  # the first large JPEG starts loading the kernel; Pillow decodes meanwhile
         return None
     try:
-        return _decode(kernel, data, split)
+        return _decode(kernel, data)
     except (_Unsupported, struct.error, IndexError):
         return None
     except Exception:  # a bug here must not cost an upload: Pillow decodes it
@@ -466,17 +462,16 @@ def decode_eighth(data: bytes, split: bool = True) -> np.ndarray | None:
         return None
 
 
-def _decode(kernel, data: bytes, split: bool = True) -> np.ndarray | None:
+def _decode(kernel, data: bytes) -> np.ndarray | None:
     scan = _parse(data)
     tables = (_dc_lookup(scan.dc_table), *_ac_lookup(scan.ac_table), WINDOW)
     if len(data) - scan.data_start < MIN_SCAN_BYTES:
         return None
     rows, columns = -(-scan.height // 8), -(-scan.width // 8)
     values = None
-    # Two halves at once when asked and a helper is free; when uploads keep every helper (and
-    # core) busy, splitting would only add the overlap and the hand-over.
-    big = len(data) - scan.data_start >= SPLIT_SCAN_BYTES
-    if split and big and _free_helpers.acquire(blocking=False):
+    # Two halves at once when a helper is free; when uploads keep every helper (and core)
+    # busy, splitting would only add the overlap and the hand-over.
+    if len(data) - scan.data_start >= SPLIT_SCAN_BYTES and _free_helpers.acquire(blocking=False):
         try:
             values = _decode_halves(kernel, data, scan.data_start, rows * columns, tables)
         finally:

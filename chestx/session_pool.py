@@ -85,11 +85,6 @@ class SessionPool:
     def narrow_ready(self) -> bool:
         return self._narrow_ready
 
-    def idle(self) -> bool:
-        """No call running or waiting: a request now would have every core to itself."""
-        with self._condition:
-            return self._free_cores == self.cores and self._waiting == 0
-
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A session to run one call on; the cores it uses are reserved until the block ends."""

@@ -104,17 +104,6 @@ def test_the_split_path_is_exercised():
     np.testing.assert_array_equal(jpeg_dc.decode_eighth(data), pillow_eighth(data))
 
 
-def test_split_false_decodes_a_large_scan_in_one_piece(monkeypatch):
-    data = encode(chest_like(2400, 2400, 1), quality=95)
-    halves = []
-    real = jpeg_dc._decode_halves
-    monkeypatch.setattr(jpeg_dc, "_decode_halves", lambda *a: halves.append(1) or real(*a))
-    np.testing.assert_array_equal(jpeg_dc.decode_eighth(data, split=False), pillow_eighth(data))
-    assert halves == []
-    np.testing.assert_array_equal(jpeg_dc.decode_eighth(data), pillow_eighth(data))
-    assert halves == [1]
-
-
 @pytest.mark.parametrize(
     "kind, options",
     [

@@ -145,14 +145,6 @@ def test_a_failed_narrow_build_still_serves_on_the_wide_session(caplog):
     assert meter.used == [2] * 4
 
 
-def test_idle_only_when_no_call_runs_or_waits():
-    pool = SessionPool(FakeSession, cores=2)
-    assert pool.idle()
-    with pool.session():
-        assert not pool.idle()
-    assert pool.idle()
-
-
 def test_one_core_has_one_session():
     pool = ready_pool(1)
     assert pool.narrow_ready

@@ -136,11 +136,7 @@ class Analyser:
         """Decode and check an upload, then predict. Raises ImageError (GateRefusal: 422)."""
         start = time.perf_counter()
         # The scale training reads at (load_for_model): a 2000 px JPEG decodes at 1/8, 250 px.
-        # On two cores when no prediction runs (a lone upload: 2 ms sooner); on this thread's
-        # alone when the model keeps the cores busy, where splitting only costs CPU.
-        radiograph = read_image(
-            data, min_size=self.predictor.image_size, split_decode=self.predictor.idle()
-        )
+        radiograph = read_image(data, min_size=self.predictor.image_size)
         # The study's key, hashed on the other core while this one checks and preprocesses
         # (hashlib lets go of the GIL): 0.9 ms of a 1.3 MB upload off the answer's path.
         digest = _hashing.submit(_sha256, data)

@@ -4,12 +4,10 @@ decoded only when a page asks for it."""
 from __future__ import annotations
 
 import hashlib
-import threading
 
 import numpy as np
 
 from chestx.imaging import load_for_model
-from chestx.web import analysis as analysis_module
 from chestx.web.analysis import DISPLAY_DECODE_SIZE
 
 
@@ -26,39 +24,6 @@ def test_the_model_sees_an_upload_exactly_as_training_reads_the_file(app, cxr_di
         np.testing.assert_array_equal(analysis.model_input, expected)
         # The study store's key, hashed beside the gate: the upload's own sha256.
         assert analysis.sha256 == hashlib.sha256(data).hexdigest()
-
-
-def test_an_upload_is_decoded_on_two_cores_only_while_no_prediction_runs(app, cxr_dir, monkeypatch):
-    analyser = app.extensions["chestx"].analyser
-    pool = analyser.predictor.served.pool
-    asked = []
-    real = analysis_module.read_image
-
-    def read_image(*args, **kwargs):
-        asked.append(kwargs["split_decode"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(analysis_module, "read_image", read_image)
-    data = large_jpeg(cxr_dir)
-    lone = analyser.analyse(data)
-    held = threading.Event()
-    release = threading.Event()
-
-    def busy_model():  # another upload's prediction, holding one core
-        with pool.session():
-            held.set()
-            release.wait(30)
-
-    other = threading.Thread(target=busy_model)
-    other.start()
-    try:
-        held.wait(30)
-        under_load = analyser.analyse(data)
-    finally:
-        release.set()
-        other.join()
-    assert asked == [True, False]
-    np.testing.assert_array_equal(lone.model_input, under_load.model_input)
 
 
 def test_a_large_jpeg_is_decoded_for_display_only_when_shown(app, cxr_dir):
