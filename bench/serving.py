@@ -343,27 +343,25 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     for way, label in (("body", "JPEG as the body"), ("multipart", "multipart form")):
-        rows.append(
+        ms = f"{single[way] * 1e3:.0f}"
+        rows += [
             (
                 f"one request, {label}, median (ms)",
-                f"{single[way] * 1e3:.0f}",
+                ms,
                 "bare model, batch 1",
                 f"{bare1 * 1e3:.0f}",
                 f"{single[way] / bare1:.2f}x",
                 "<= 1.30x",
-            )
-        )
-    for way, label in (("body", "the body"), ("multipart", "a form")):
-        rows.append(
+            ),
             (
-                f"  the same, {label}, against one bare call as a request makes it (ms)",
-                f"{single[way] * 1e3:.0f}",
+                "  the same, against one bare call as a request makes it (ms)",
+                ms,
                 "bare model, batch 1, called once",
                 f"{bare1_idle * 1e3:.0f}",
                 f"{single[way] / bare1_idle:.2f}x",
                 "",
-            )
-        )
+            ),
+        ]
     rows += [
         (
             "  of which: in the app (decode, gate, model) (ms)",
