@@ -64,6 +64,18 @@ def multipart(
     """A multipart/form-data body: ``fields`` first, then ``data`` as the field "file";
     returns (body, the request's Content-Type). Quotes and line breaks in ``filename`` are
     replaced so that any name makes a well-formed body."""
+    before, after, request_type = multipart_around(filename, fields, content_type)
+    return b"".join((before, data, after)), request_type
+
+
+def multipart_around(
+    filename: str,
+    fields: dict[str, str] | None = None,
+    content_type: str = "application/octet-stream",
+) -> tuple[bytes, bytes, str]:
+    """What ``multipart`` puts before and after the file's bytes, and the request's
+    Content-Type: a load generator sends the three pieces as they are, without copying a
+    1-2 MB file into each body."""
     boundary = uuid.uuid4().hex
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
@@ -73,11 +85,9 @@ def multipart(
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{safe}"\r\n'
         f"Content-Type: {content_type}\r\n\r\n".encode("utf-8", "replace")
-        + data
-        + b"\r\n"
     )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+    after = f"\r\n--{boundary}--\r\n".encode()
+    return b"".join(parts), after, f"multipart/form-data; boundary={boundary}"
 
 
 class GunicornProcess:
