@@ -17,7 +17,8 @@ from studyhelpers import BACKENDS, fresh_database, new_study, probabilities
 from webhelpers import COVID_JPEG, DICOM_M2, NIH_PNG, PATIENT_TAG_VALUE, csrf_token, post_api
 
 from chestx.errors import ConfigError
-from chestx.web.db import Database, current_revision, downgrade
+from chestx.web import db as db_module
+from chestx.web.db import HEAD_REVISION, Database, alembic_config, current_revision, downgrade
 from chestx.web.db.models import Base
 from chestx.web.db.repository import Filter, StudyStore, display_name
 from chestx.web.db.urgency import DEFAULT_WEIGHTS, parse_weights, urgency
@@ -57,6 +58,27 @@ def test_migrations_from_an_empty_database(database):
     assert "studies" not in inspect(database.engine).get_table_names()
     database.upgrade()
     assert "studies" in inspect(database.engine).get_table_names()
+
+
+def test_head_revision_is_alembics_head():
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [HEAD_REVISION]
+
+
+def test_a_database_at_the_head_starts_without_alembic(database, monkeypatch):
+    database.upgrade()
+    assert database.revisions() == [HEAD_REVISION]
+
+    def alembic_upgrade(*args):
+        raise AssertionError("Alembic ran on an up-to-date database")
+
+    monkeypatch.setattr(db_module, "upgrade", alembic_upgrade)
+    database.upgrade()
+    downgrade(database.engine, "base")  # an older database still goes through Alembic
+    assert database.revisions() == []
+    with pytest.raises(AssertionError, match="Alembic ran"):
+        database.upgrade()
 
 
 def test_save_then_reuse_by_hash(store):
