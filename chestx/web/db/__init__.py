@@ -93,12 +93,7 @@ class Database:
             raise ConfigError(f"database {self.safe_url} can't be used: {reason}") from None
 
     def revisions(self) -> list[str]:
-        """The revisions Alembic recorded in this database (none before the first migration),
-        read without importing Alembic."""
-        with self.engine.connect() as connection:
-            if not inspect(connection).has_table("alembic_version"):
-                return []
-            return list(connection.scalars(text("SELECT version_num FROM alembic_version")))
+        return recorded_revisions(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -147,8 +142,14 @@ def _migrate(engine: Engine, direction: str, revision: str) -> None:
         getattr(command, direction)(alembic_config(connection), revision)
 
 
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+def recorded_revisions(engine: Engine) -> list[str]:
+    """The revisions Alembic recorded in the database (none before the first migration), read
+    with plain SQL: start-up checks them without importing Alembic."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return []
+        return list(connection.scalars(text("SELECT version_num FROM alembic_version")))
+
+
+def current_revision(engine: Engine) -> str | None:
+    return ", ".join(recorded_revisions(engine)) or None
