@@ -64,7 +64,8 @@ def random_targets(rng, count: int):
 def fine_tuning_rate(size: int, batch: int, precision: str, steps: int, seed: int = 0):
     """Images/s of whole-network training steps (backbone trainable), compile excluded.
 
-    Returns (images/s, the compiled model): the loader row reuses its compiled step.
+    Returns (images/s, the compiled model): the loader row reuses its compiled step. Prints
+    the compile's cost, epoch 1 less a timed epoch, since on a GPU that decides what fits a run.
     """
     import keras
     import numpy as np
@@ -91,7 +92,9 @@ def fine_tuning_rate(size: int, batch: int, precision: str, steps: int, seed: in
     timer = epoch_timer()
     # Epoch 1 compiles and warms up; epochs 2 and 3 are timed.
     model.fit(SameBatch(), epochs=3, verbose=0, callbacks=[timer])
-    return batch * steps / min(timer.seconds[1:]), model
+    steady = min(timer.seconds[1:])
+    print(f"compile, {size} px, {precision}: {timer.seconds[0] - steady:.0f} s")
+    return batch * steps / steady, model
 
 
 def epoch_timer():
