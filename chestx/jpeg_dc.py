@@ -15,10 +15,10 @@ returns None and the caller decodes with Pillow, so odd files get Pillow's pixel
 errors.
 
 The kernel is compiled by numba and cached on disk (numba's cache, beside this file). Loading it
-takes about a second (two the first time), so ``prepare()`` does that in a background thread,
-and the first large JPEG a process reads calls it. Until it is ready, ``decode_eighth`` returns
-None and Pillow decodes: nothing waits for it. (The web app doesn't prepare it at start-up:
-importing numba there would delay the first answer by half a second.)
+takes about a second (two the first time), so ``prepare()`` does that in a background thread
+(chestx.lazy_kernel), and the first large JPEG a process reads calls it. Until it is ready,
+``decode_eighth`` returns None and Pillow decodes: nothing waits for it. (The web app doesn't
+prepare it at start-up: importing numba there would delay the first answer by half a second.)
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from chestx.lazy_kernel import LazyKernel
 
 log = logging.getLogger(__name__)
 
@@ -410,48 +412,31 @@ def _kernel_source():
 
 
 _NONE = np.zeros(0, np.int64)  # "don't record block starts"
-_kernel = None
-_preparing: threading.Thread | None = None
-_prepare_lock = threading.Lock()
 
 
-def _load_kernel() -> None:
-    global _kernel
-    try:
-        kernel = _kernel_source()
-        table = bytes([1] + [0] * 15 + [0])  # one 1-bit code
-        empty = np.frombuffer(b"", np.uint8)  # read-only, like every real call's
-        # Compiles (or loads from numba's cache) the one signature every call uses.
-        no_values = np.zeros(0, np.int32)
-        kernel(empty, 0, 0, _dc_lookup(table), *_ac_lookup(table), WINDOW, no_values, _NONE, 0)
-    except Exception:  # no numba, no writable cache, an unsupported CPU: Pillow decodes
-        log.warning("the fast JPEG decoder is unavailable; Pillow decodes", exc_info=True)
-        return
-    _kernel = kernel
+def _build_kernel():
+    kernel = _kernel_source()
+    table = bytes([1] + [0] * 15 + [0])  # one 1-bit code
+    empty = np.frombuffer(b"", np.uint8)  # read-only, like every real call's
+    # Compiles (or loads from numba's cache) the one signature every call uses.
+    no_values = np.zeros(0, np.int32)
+    kernel(empty, 0, 0, _dc_lookup(table), *_ac_lookup(table), WINDOW, no_values, _NONE, 0)
+    return kernel
 
 
-def prepare(wait: bool = False) -> None:
-    """Load the kernel in a background thread (once); ``wait`` blocks until it is loaded."""
-    global _preparing
-    with _prepare_lock:
-        if _preparing is None:
-            _preparing = threading.Thread(target=_load_kernel, name="jpeg-dc", daemon=True)
-            _preparing.start()
-    if wait:
-        _preparing.join()
-
-
-def ready() -> bool:
-    return _kernel is not None
+#: No numba, no writable cache or an unsupported CPU leave it unloaded: Pillow decodes.
+_KERNEL = LazyKernel("jpeg-dc", _build_kernel)
+prepare = _KERNEL.prepare
+ready = _KERNEL.ready
+_helpers_lock = threading.Lock()
 
 
 def decode_eighth(data: bytes) -> np.ndarray | None:
     """The JPEG at 1/8 scale as uint8 (H/8 x W/8, rounded up), equal to libjpeg's; None when
     the file isn't the simple kind, looks wrong, or the kernel isn't loaded yet. Never raises:
     this is only a faster way to Pillow's pixels, and Pillow is there for anything else."""
-    kernel = _kernel
+    kernel = _KERNEL.get()  # the first large JPEG starts loading it; Pillow decodes meanwhile
     if kernel is None:
-        prepare()  # the first large JPEG starts loading the kernel; Pillow decodes meanwhile
         return None
     try:
         return _decode(kernel, data)
@@ -563,7 +548,7 @@ _helper_pool: ThreadPoolExecutor | None = None
 
 def _helpers() -> ThreadPoolExecutor:
     global _helper_pool
-    with _prepare_lock:
+    with _helpers_lock:
         if _helper_pool is None:
             _helper_pool = ThreadPoolExecutor(max_workers=HELPERS, thread_name_prefix="jpeg-dc")
         return _helper_pool

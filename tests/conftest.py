@@ -26,6 +26,36 @@ def real_radiographs() -> list[Path]:
     )
 
 
+class UnloadedKernel:
+    """Stands in for a chestx.lazy_kernel.LazyKernel that hasn't loaded: the plain path runs.
+    Counts the loads asked for."""
+
+    def __init__(self):
+        self.load_requests = 0
+
+    def get(self):
+        self.load_requests += 1
+        return None
+
+    def prepare(self, wait: bool = False) -> None:
+        self.load_requests += 1
+
+    def ready(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def unload(monkeypatch):
+    """``unload(module, "_KERNEL")`` makes that module take its plain path for one test."""
+
+    def swap(module, attribute: str) -> UnloadedKernel:
+        stand_in = UnloadedKernel()
+        monkeypatch.setattr(module, attribute, stand_in)
+        return stand_in
+
+    return swap
+
+
 @pytest.fixture(scope="session")
 def cxr_dir() -> Path:
     if not CXR.is_dir():

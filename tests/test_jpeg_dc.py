@@ -87,12 +87,14 @@ def test_generated_jpegs_equal_pillow_split_or_whole(width, height, quality, opt
     scan = jpeg_dc._parse(data)
     tables = (jpeg_dc._dc_lookup(scan.dc_table), *jpeg_dc._ac_lookup(scan.ac_table), 12)
     whole = np.empty(len(expected.ravel()), np.int32)
-    status, done, _ = jpeg_dc._kernel(
+    status, done, _ = jpeg_dc._KERNEL.get()(
         np.frombuffer(data, np.uint8), scan.data_start, len(whole), *tables, whole, jpeg_dc._NONE, 0
     )
     assert (status, done) == (0, len(whole))
     if len(data) - scan.data_start >= jpeg_dc.SPLIT_SCAN_BYTES:
-        halves = jpeg_dc._decode_halves(jpeg_dc._kernel, data, scan.data_start, len(whole), tables)
+        halves = jpeg_dc._decode_halves(
+            jpeg_dc._KERNEL.get(), data, scan.data_start, len(whole), tables
+        )
         assert halves is not None
         np.testing.assert_array_equal(halves, whole)
 
@@ -155,11 +157,10 @@ def test_truncated_and_corrupt_scans_are_never_decoded_differently_from_pillow()
     assert jpeg_dc.decode_eighth(cases[0]) is None  # half the data: blocks run out
 
 
-def test_read_image_gives_the_same_radiograph_either_way(cxr_dir, monkeypatch):
+def test_read_image_gives_the_same_radiograph_either_way(cxr_dir, unload):
     path = next(p for p in sorted((cxr_dir / "covid").glob("*.jpg")) if p.stat().st_size > 10**6)
     fast = imaging.read_image(path, min_size=224)
-    monkeypatch.setattr(jpeg_dc, "_kernel", None)
-    monkeypatch.setattr(jpeg_dc, "prepare", lambda wait=False: None)
+    unload(jpeg_dc, "_KERNEL")
     slow = imaging.read_image(path, min_size=224)
     np.testing.assert_array_equal(fast.pixels, slow.pixels)
     assert fast.pixels.dtype == slow.pixels.dtype == np.float32
@@ -180,12 +181,10 @@ def test_an_exif_rotation_is_still_applied():
     assert pixels.shape == (300, 225)  # 1800 x 2400 at 1/8, rotated
 
 
-def test_before_the_kernel_is_ready_pillow_decodes(monkeypatch):
-    started = []
-    monkeypatch.setattr(jpeg_dc, "_kernel", None)
-    monkeypatch.setattr(jpeg_dc, "prepare", lambda wait=False: started.append(True))
+def test_before_the_kernel_is_ready_pillow_decodes(unload):
+    kernel = unload(jpeg_dc, "_KERNEL")
     data = encode(chest_like(2000, 2000, 6), quality=95)
     assert jpeg_dc.decode_eighth(data) is None
-    assert started == [True]
+    assert kernel.load_requests == 1  # the first large JPEG starts loading the kernel
     expected = pillow_eighth(data) / np.float32(255)
     np.testing.assert_array_equal(imaging.read_image(data, min_size=224).pixels, expected)
