@@ -17,7 +17,6 @@ from werkzeug.utils import cached_property
 from werkzeug.wsgi import get_input_stream
 
 from chestx.errors import ImageError
-from chestx.web.gunicorn_body import read_body
 from chestx.web.multipart import InMemoryFormDataParser
 
 FIELD = "file"
@@ -50,9 +49,6 @@ class UploadRequest(Request):
         length = self.content_length
         if not length or length > IN_MEMORY_BYTES:
             return stream
-        body = read_body(self.environ, length)  # under gunicorn: one copy, not five
-        if body is not None:
-            return io.BytesIO(body)
         body = stream.read(length)  # all of it with gunicorn; another server may return less
         if len(body) < length:
             rest = bytearray(body)
