@@ -129,8 +129,8 @@ def _plain_sums(grey: np.ndarray, levels: np.ndarray):
 
 
 def measure(radiograph: Radiograph) -> dict[str, float]:
-    """The statistics the gate decides on: 0.2 ms on a 256 px image with the kernel, about 1
-    without it (chestx.lazy_kernel)."""
+    """The statistics the gate decides on. With the kernel (chestx.lazy_kernel) a 250 px
+    radiograph takes 1.2 to 1.3 ms in the server, without it 1.5 to 1.7: the same numbers."""
     width, height = radiograph.original_size
     grey = _analysis_pixels(radiograph.pixels)
     levels = np.round(grey).astype(np.uint8)  # grey is 0-255: fits
@@ -219,6 +219,7 @@ def _build_statistics_kernel():
 
 _STATISTICS = LazyKernel("chestx-gate", _build_statistics_kernel)
 prepare = _STATISTICS.prepare
+ready = _STATISTICS.ready
 
 
 def check(radiograph: Radiograph) -> GateVerdict:
