@@ -19,13 +19,6 @@ ARTIFACTS = REPO / "test-artifacts"
 TINY_IMAGE_SIZE = 64
 
 
-def real_radiographs() -> list[Path]:
-    """Every image in ../shared/cxr (PNG, JPEG and DICOM)."""
-    return sorted(
-        p for p in CXR.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".dcm"}
-    )
-
-
 class UnloadedKernel:
     """Stands in for a chestx.lazy_kernel.LazyKernel that hasn't loaded: the plain path runs.
     Counts the loads asked for."""
@@ -61,6 +54,14 @@ def cxr_dir() -> Path:
     if not CXR.is_dir():
         pytest.fail(f"{CXR} is missing: the real radiographs live beside the checkout")
     return CXR
+
+
+@pytest.fixture(scope="session")
+def radiograph_paths(cxr_dir) -> list[Path]:
+    """Every image in ../shared/cxr (PNG, JPEG and DICOM)."""
+    return sorted(
+        p for p in cxr_dir.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".dcm"}
+    )
 
 
 @pytest.fixture(scope="session")

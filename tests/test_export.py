@@ -20,23 +20,15 @@ from chestx.labels import OBSERVATIONS
 REPO = Path(__file__).resolve().parents[1]
 
 
-def real_radiographs() -> list[Path]:
-    return sorted(
-        p
-        for p in (REPO.parent / "shared" / "cxr").rglob("*")
-        if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".dcm"}
-    )
-
-
 @pytest.fixture(scope="module")
 def predictor(tiny_model) -> Predictor:
     return Predictor(tiny_model)
 
 
 @pytest.fixture(scope="module")
-def real_images(cxr_dir, predictor) -> np.ndarray:
+def real_images(radiograph_paths, predictor) -> np.ndarray:
     """Preprocessed real radiographs: PNG, JPEG and DICOM, including 1-2 MB COVID JPEGs."""
-    paths = real_radiographs()
+    paths = radiograph_paths
     chosen = [p for p in paths if p.suffix.lower() == ".dcm"][:2]
     chosen += [p for p in paths if p.suffix.lower() == ".png"][:3]
     chosen += [p for p in paths if "covid" in p.parts and p.suffix.lower() in (".jpg", ".jpeg")][:5]

@@ -11,16 +11,14 @@ import pytest
 from chestx import gate, imaging, resample
 from chestx.imaging import Radiograph
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 #: Shapes for both pass orders, up- and downscaling, an unchanged side and a tiny image.
 ODD_SHAPES = [(250, 300), (300, 250), (225, 223), (2000, 1600), (224, 224), (100, 150), (3, 3)]
 
 
 @pytest.fixture(scope="module")
-def radiographs(cxr_dir) -> list[Radiograph]:
+def radiographs(radiograph_paths) -> list[Radiograph]:
     """Every real radiograph in ../shared/cxr, read as the app reads it for a 224 px model."""
-    paths = sorted(p for p in cxr_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    return [imaging.read_image(path, min_size=224) for path in paths]
+    return [imaging.read_image(path, min_size=224) for path in radiograph_paths]
 
 
 @pytest.fixture(scope="module", autouse=True)
