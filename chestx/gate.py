@@ -135,7 +135,7 @@ def measure(radiograph: Radiograph) -> dict[str, float]:
     grey = _analysis_pixels(radiograph.pixels)
     levels = np.round(grey).astype(np.uint8)  # grey is 0-255: fits
     if min(grey.shape) >= 3:
-        kernel = _STATISTICS.get()
+        kernel = _KERNEL.get()
         sums = kernel(grey, levels) if kernel is not None else _plain_sums(grey, levels)
         counts, flat_share, detail, magnitude, total = sums
         strongest = _strongest_sum(magnitude, max(1, magnitude.size // 20))  # the top 5 %
@@ -217,9 +217,9 @@ def _build_statistics_kernel():
     return statistics
 
 
-_STATISTICS = LazyKernel("chestx-gate", _build_statistics_kernel)
-prepare = _STATISTICS.prepare
-ready = _STATISTICS.ready
+_KERNEL = LazyKernel("chestx-gate", _build_statistics_kernel)
+prepare = _KERNEL.prepare
+ready = _KERNEL.ready
 
 
 def check(radiograph: Radiograph) -> GateVerdict:

@@ -39,7 +39,8 @@ class UnloadedKernel:
 
 @pytest.fixture
 def unload(monkeypatch):
-    """``unload(module, "_KERNEL")`` makes that module take its plain path for one test."""
+    """``unload(module, "_KERNEL")`` makes that module (jpeg_dc, resample, gate) take its plain
+    path for one test."""
 
     def swap(module, attribute: str) -> UnloadedKernel:
         stand_in = UnloadedKernel()
