@@ -128,7 +128,6 @@ def _build():
     @numba.njit(**options)
     def kernel(pixels, h_bounds, h_weights, v_bounds, v_weights, v_first, mean, std, out):
         rows, columns = out.shape[0], out.shape[1]
-        grey = np.empty((rows, columns), np.float32)
         if v_first:
             temporary = np.empty((rows, pixels.shape[1]), np.float32)
             vertical_pass(pixels, 0, v_bounds, v_weights, temporary)
@@ -137,6 +136,7 @@ def _build():
             first = v_bounds[0, 0]
             last = v_bounds[rows - 1, 0] + v_bounds[rows - 1, 1]
             temporary = horizontal_pass(pixels[first:last], h_bounds, h_weights)
+            grey = np.empty((rows, columns), np.float32)
             vertical_pass(temporary, first, v_bounds, v_weights, grey)
         # Clip, then (grey - mean) / std along each row of (pixel, channel) pairs, contiguous:
         # float32 division vectorises there, and not across a stride of 3.
