@@ -1,10 +1,11 @@
 """numba kernels loaded off the request path, in a background thread, on first use.
 
-Importing numba and loading a compiled kernel from numba's disk cache takes about a second (two
-the first time, when it compiles), which the web app can't spend before its first answer. So
-the first caller that wants a kernel starts loading it and takes its plain path meanwhile (numpy
-or Pillow); later callers get the kernel. Every kernel has such a plain path giving the same
-numbers (their tests hold the two equal), so which one ran never shows in a result.
+Importing numba and loading a compiled kernel from numba's disk cache takes about a second (the
+first time, compiling the three kernels takes about 16 s of CPU), which the web app can't spend
+before its first answer. So the first caller that wants a kernel starts loading it and takes its
+plain path meanwhile (numpy or Pillow); later callers get the kernel. Every kernel has such a
+plain path giving the same numbers (their tests hold the two equal), so which one ran never
+shows in a result. The kernels themselves live in chestx.kernels.
 """
 
 from __future__ import annotations
