@@ -114,6 +114,11 @@ class Predictor:
     def image_size(self) -> int:
         return self.card.image_size
 
+    def busy(self) -> bool:
+        """True while another prediction runs or waits (chestx.session_pool): the cores are
+        taken, so decoding an upload on two of them would only slow that prediction down."""
+        return self.served is not None and self.served.pool.busy()
+
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, 14) probabilities for preprocessed (N, size, size, 3) images."""
         return np.asarray(self._call(np.asarray(images, dtype=np.float32)))

@@ -85,6 +85,11 @@ class SessionPool:
     def narrow_ready(self) -> bool:
         return self._narrow_ready
 
+    def busy(self) -> bool:
+        """True while a model call runs or waits: every core has work, so other work on the
+        request path had better stay on its own thread. Read without the lock: a hint."""
+        return self._free_cores < self.cores or self._waiting > 0
+
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A session to run one call on; the cores it uses are reserved until the block ends."""

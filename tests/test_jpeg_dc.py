@@ -95,8 +95,12 @@ def test_generated_jpegs_equal_pillow_split_or_whole(width, height, quality, opt
         halves = jpeg_dc._decode_halves(
             jpeg_dc._KERNEL.get(), data, scan.data_start, len(whole), tables
         )
-        assert halves is not None
-        np.testing.assert_array_equal(halves, whole)
+        # None: the halves found no block start in common, and decode_eighth decoded in one
+        # piece (checked above). At quality 99 with optimised tables (2100 x 1880, seed 508)
+        # nearly every block is full, with no end-of-block code for the second half to find
+        # its block boundaries by.
+        if halves is not None:
+            np.testing.assert_array_equal(halves, whole)
 
 
 def test_the_split_path_is_exercised():
@@ -104,6 +108,24 @@ def test_the_split_path_is_exercised():
     scan = jpeg_dc._parse(data)
     assert len(data) - scan.data_start >= jpeg_dc.SPLIT_SCAN_BYTES
     np.testing.assert_array_equal(jpeg_dc.decode_eighth(data), pillow_eighth(data))
+    tables = (jpeg_dc._dc_lookup(scan.dc_table), *jpeg_dc._ac_lookup(scan.ac_table), 12)
+    blocks = 300 * 300  # 2400 / 8 squared
+    halves = jpeg_dc._decode_halves(jpeg_dc._KERNEL.get(), data, scan.data_start, blocks, tables)
+    assert halves is not None  # the halves met (as on all 81 large JPEGs in ../shared/cxr)
+
+
+def test_a_scan_is_split_only_when_parallel_is_allowed(monkeypatch):
+    """The server asks for one core while other uploads are in the model (analysis.py)."""
+    data = encode(chest_like(2400, 2400, 1), quality=95)
+    splits = []
+    real = jpeg_dc._decode_halves
+    monkeypatch.setattr(jpeg_dc, "_decode_halves", lambda *a: splits.append(1) or real(*a))
+    whole = jpeg_dc.decode_eighth(data, parallel=False)
+    assert splits == []
+    halves = jpeg_dc.decode_eighth(data, parallel=True)
+    assert splits == [1]
+    np.testing.assert_array_equal(whole, halves)
+    np.testing.assert_array_equal(whole, pillow_eighth(data))
 
 
 @pytest.mark.parametrize(

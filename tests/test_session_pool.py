@@ -160,3 +160,22 @@ def test_a_call_that_raises_gives_its_cores_back():
     meter = Meter()
     meter.call(pool, 0.0)
     assert meter.used == [2]
+
+
+def test_busy_while_a_call_runs_or_waits_and_idle_after():
+    pool = ready_pool(2)
+    assert not pool.busy()
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with pool.session():
+            inside.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(5)
+    assert pool.busy()
+    release.set()
+    holder.join()
+    assert not pool.busy()

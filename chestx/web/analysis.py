@@ -136,7 +136,10 @@ class Analyser:
         """Decode and check an upload, then predict. Raises ImageError (GateRefusal: 422)."""
         start = time.perf_counter()
         # The scale training reads at (load_for_model): a 2000 px JPEG decodes at 1/8, 250 px.
-        radiograph = read_image(data, min_size=self.predictor.image_size)
+        # On two cores only while no other upload is in the model: under load that second
+        # core is a model's, and the split's extra CPU would come out of throughput.
+        size = self.predictor.image_size
+        radiograph = read_image(data, min_size=size, parallel=not self.predictor.busy())
         # The study's key, hashed on the other core while this one checks and preprocesses
         # (hashlib lets go of the GIL): 0.9 ms of a 1.3 MB upload off the answer's path.
         digest = _hashing.submit(_sha256, data)
