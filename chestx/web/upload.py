@@ -12,7 +12,7 @@ import io
 from typing import IO
 
 from flask import Request
-from werkzeug.exceptions import ClientDisconnected
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import get_input_stream
 
@@ -45,19 +45,26 @@ class UploadRequest(Request):
         MAX_CONTENT_LENGTH is enforced as before (413)."""
         if self.shallow:
             raise RuntimeError("this request was created with shallow=True: no body")
-        stream = get_input_stream(self.environ, max_content_length=self.max_content_length)
         length = self.content_length
         if not length or length > IN_MEMORY_BYTES:
-            return stream
-        body = stream.read(length)  # all of it with gunicorn; another server may return less
-        if len(body) < length:
-            rest = bytearray(body)
-            while len(rest) < length:
-                piece = stream.read(length - len(rest))
-                if not piece:
-                    raise ClientDisconnected()
-                rest += piece
-            body = bytes(rest)
+            return get_input_stream(self.environ, max_content_length=self.max_content_length)
+        if self.max_content_length is not None and length > self.max_content_length:
+            raise RequestEntityTooLarge()
+        # Straight from the server's stream, never past Content-Length: Werkzeug's
+        # LimitedStream would add two copies of the body (0.3 to 0.5 ms for 1.3 MB).
+        stream = self.environ["wsgi.input"]
+        try:
+            body = stream.read(length)  # all of it with gunicorn; another server may give less
+            if len(body) < length:
+                rest = bytearray(body)
+                while len(rest) < length:
+                    piece = stream.read(length - len(rest))
+                    if not piece:
+                        raise ClientDisconnected()
+                    rest += piece
+                body = bytes(rest)
+        except (OSError, ValueError):  # as LimitedStream does: the client went away mid-body
+            raise ClientDisconnected() from None
         return io.BytesIO(body)
 
     def _get_file_stream(

@@ -134,3 +134,29 @@ def test_exif_rotation_reaches_the_displayed_image(client, radiograph_grey):
 def test_half_transparent_pixels_are_composited_over_black():
     image = Image.new("LA", (300, 300), (200, 128))
     assert read_image(encode(image, "PNG")).pixels.mean() == pytest.approx(100 / 255, abs=0.01)
+
+
+class _BrokenBody(io.BytesIO):
+    """A request body that ends early (the client went away) or then fails (a reset)."""
+
+    def __init__(self, data: bytes, fail: bool):
+        super().__init__(data)
+        self.fail = fail
+
+    def read(self, size: int | None = -1) -> bytes:
+        piece = super().read(size)
+        if not piece and self.fail:
+            raise ConnectionResetError("connection reset by peer")
+        return piece
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["ends early", "reset"])
+def test_a_body_shorter_than_its_content_length_is_400_not_500(client, radiograph_png, fail):
+    half = radiograph_png[: len(radiograph_png) // 2]
+    response = client.post(
+        "/api/v1/predict",
+        input_stream=_BrokenBody(half, fail),
+        headers={"Content-Type": "image/png", "Content-Length": str(len(radiograph_png))},
+    )
+    assert response.status_code == 400
+    assert "probabilities" not in (response.get_json(silent=True) or {})
