@@ -50,8 +50,8 @@ class UploadRequest(Request):
             return get_input_stream(self.environ, max_content_length=self.max_content_length)
         if self.max_content_length is not None and length > self.max_content_length:
             raise RequestEntityTooLarge()
-        # Straight from the server's stream, never past Content-Length: Werkzeug's
-        # LimitedStream would add two copies of the body (0.3 to 0.5 ms for 1.3 MB).
+        # Straight from the server's stream, never past Content-Length. Through Werkzeug's
+        # LimitedStream, 1.3 MB from gunicorn cost 4.0 to 4.7 ms of CPU; directly, 2.5 to 2.7.
         stream = self.environ["wsgi.input"]
         try:
             body = stream.read(length)  # all of it with gunicorn; another server may give less
