@@ -1,5 +1,6 @@
 """The Huffman decoder behind ``chestx.jpeg_dc``: each block's DC value, its AC codes skipped
-several at a time. ``chestx.jpeg_dc`` builds the lookup tables and holds the plain path."""
+several at a time. ``chestx.jpeg_dc`` parses the file, builds the lookup tables and splits the
+scan; anything it doesn't take is Pillow's."""
 
 import numba
 import numpy as np
