@@ -4,6 +4,6 @@ Each kernel and its helpers are module-level functions: numba's disk cache keys 
 its captured values, and a captured dispatcher pickles differently in every process, so kernels
 defined inside a function were compiled afresh by every process (about 11 s of CPU for the
 three, on a worker's first uploads). Here they load from the cache in well under a second.
-The plain paths (Pillow, numpy) stay in ``jpeg_dc``, ``resample`` and ``gate``; importing this
-package imports numba, which the web app must not do before its first answer.
+The plain paths (Pillow, numpy) stay in ``jpeg_dc``, ``resample`` and ``gate``; each module here
+imports numba, which the web app must not do before its first answer.
 """
