@@ -4,7 +4,10 @@ Measures, in one run, against the bare model in this process (the same ONNX sess
 start-up to the first answered prediction, the median of single requests to POST
 /api/v1/predict with real 1-2 MB JPEGs from ../shared/cxr/covid (sent both ways the API takes
 them: as the request body, and as a multipart form like `curl -F`), throughput with 8 clients
-posting at once, failures, and the resident memory of each worker. Only 127.0.0.1 is used.
+posting at once, failures, the resident memory of each worker, and where the cores went per
+upload under load (the worker, the clients, the rest of the machine) against the bare model's CPU
+per image: the cores are saturated then, so the throughput ratio is the model's share of the
+machine's CPU. Only 127.0.0.1 is used.
 Every upload is a new image, as in real use (a numbered JPEG comment makes its bytes new), so
 each one is analysed and saved as a new study.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import runpy
 import socket
 import statistics
@@ -164,8 +168,27 @@ def gunicorn_settings() -> str:
     return ", ".join(f"{key}={conf.get(key)}" for key in ("workers", "worker_class", "threads"))
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used, all its threads; 0 when gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rfind(")") + 2 :].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """CPU seconds all cores have spent busy since boot: /proc/stat's user, nice, system, irq
+    and softirq (not idle or iowait, nor steal, which the hypervisor gave someone else)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(values[:7]) - values[3] - values[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def load_test(port: int, uploads: Uploads, clients: int, seconds: float, server) -> dict:
-    """``clients`` threads posting ``uploads`` for ``seconds``; RSS sampled meanwhile."""
+    """``clients`` threads posting ``uploads`` for ``seconds``; RSS sampled meanwhile, and the
+    CPU the workers, this process (the clients) and the whole machine used, per upload."""
     done, failed, peak = [0], [0], {}
     stop = time.perf_counter() + seconds
     lock = threading.Lock()
@@ -182,6 +205,9 @@ def load_test(port: int, uploads: Uploads, clients: int, seconds: float, server)
                 (done if ok else failed)[0] += 1
 
     threads = [threading.Thread(target=post_loop, args=(n,)) for n in range(clients)]
+    workers = server.worker_pids()
+    worker_start = sum(process_cpu(pid) for pid in workers)
+    machine_start = machine_busy()
     start, cpu_start = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
@@ -190,14 +216,18 @@ def load_test(port: int, uploads: Uploads, clients: int, seconds: float, server)
             peak[pid] = max(peak.get(pid, 0.0), rss_mb(pid))
         time.sleep(0.5)
     elapsed = time.perf_counter() - start
+    uploads_sent = max(1, done[0] + failed[0])
     # This process's CPU: the clients, and this loop (the bare model in it is idle meanwhile).
-    client_cpu = (time.process_time() - cpu_start) / max(1, done[0] + failed[0])
+    client_cpu = (time.process_time() - cpu_start) / uploads_sent
+    worker_cpu = sum(process_cpu(pid) for pid in workers) - worker_start
     return {
         "throughput": done[0] / elapsed,
         "done": done[0],
         "failed": failed[0],
         "rss": peak,
         "client_cpu": client_cpu,
+        "worker_cpu": worker_cpu / uploads_sent,
+        "machine_cpu": (machine_busy() - machine_start) / uploads_sent,
     }
 
 
@@ -415,16 +445,37 @@ def main(argv: list[str] | None = None) -> int:
                 ">= 0.85x",
             )
         )
-    rows.append(
-        (
-            "  the clients' CPU per request (core-ms)",
-            f"{statistics.mean(load['client_cpu'] for load in loads.values()) * 1e3:.1f}",
-            "",
-            "",
-            "",
-            "",
-        )
+
+    # Where the cores went, per upload, both ways together: the machine is saturated, so the
+    # ratio above is about the bare model's CPU per image over the machine's CPU per upload.
+    def mean_ms(key: str) -> float:
+        return statistics.mean(load[key] for load in loads.values()) * 1e3
+
+    model_ms = statistics.mean(cores / around[way][best_ways[way]] for way in loads) * 1e3
+    worker_ms, client_ms, machine_ms = (
+        mean_ms("worker_cpu"),
+        mean_ms("client_cpu"),
+        mean_ms("machine_cpu"),
     )
+    rows += [
+        (
+            "  CPU per upload: the worker (core-ms)",
+            f"{worker_ms:.1f}",
+            "bare model, CPU per image (cores / best)",
+            f"{model_ms:.1f}",
+            f"{worker_ms / model_ms:.2f}x",
+            "",
+        ),
+        ("  CPU per upload: the clients (core-ms)", f"{client_ms:.1f}", "", "", "", ""),
+        (
+            "  CPU per upload: the rest of the machine (core-ms)",
+            f"{machine_ms - worker_ms - client_ms:.1f}",
+            "",
+            "",
+            "",
+            "",
+        ),
+    ]
     failed = sum(load["failed"] for load in loads.values())
     answered = sum(load["done"] for load in loads.values())
     peaks = [rss for load in loads.values() for rss in load["rss"].values()]
