@@ -452,11 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.mean(load[key] for load in loads.values()) * 1e3
 
     model_ms = statistics.mean(cores / around[way][best_ways[way]] for way in loads) * 1e3
-    worker_ms, client_ms, machine_ms = (
-        mean_ms("worker_cpu"),
-        mean_ms("client_cpu"),
-        mean_ms("machine_cpu"),
-    )
+    worker_ms = mean_ms("worker_cpu")
+    client_ms = mean_ms("client_cpu")
+    machine_ms = mean_ms("machine_cpu")
     rows += [
         (
             "  CPU per upload: the worker (core-ms)",
